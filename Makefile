@@ -1,0 +1,45 @@
+# Everything runs from .venv; `make install` builds it (idempotent).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/cti/v1/*.proto)
+PROTO_STAMP := cti/v1/.generated
+
+.PHONY: install proto run test lint bench clean
+
+install: $(STAMP) $(PROTO_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# python-ESL 1.4.18 needs SWIG 3.x (Debian's 4.x dropped -classic): PyPI's swig into the venv.
+	$(PY) -m pip install -q swig==3.0.12
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pip install -q --no-build-isolation python-ESL==1.4.18
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+proto: $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTOS) $(STAMP)
+	mkdir -p cti/v1
+	$(if $(PROTOS),$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS))
+	touch cti/v1/__init__.py $(PROTO_STAMP)
+
+run: install
+	$(BIN)/python -m cti.devrun
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cti directory_service event_service ctictl tests bench
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) cti/v1/*_pb2*.py* $(PROTO_STAMP)

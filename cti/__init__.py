@@ -1,0 +1,1 @@
+"""Shared by both services: configuration, the Redis key schema, logging, protobuf stubs."""

@@ -1,0 +1,1 @@
+"""Operator CLI over the directory gRPC API."""

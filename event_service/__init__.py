@@ -1,0 +1,1 @@
+"""Keeps FreeSWITCH registration and call state in Redis from its event socket."""
