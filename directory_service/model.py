@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 SECTIONS = ("param", "variable", "attribute")
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class ExtensionFormatError(ValueError):
@@ -30,11 +28,11 @@ class ExtensionFormatError(ValueError):
 class DirectoryEntry:
     """One extension (or template, or domain settings: those have no template/attributes)."""
 
-    params: Mapping[str, str] = _EMPTY
-    variables: Mapping[str, str] = _EMPTY
-    attributes: Mapping[str, str] = _EMPTY
+    params: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
     template: str = ""
-    extra: Mapping[str, Any] = field(default=_EMPTY, compare=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """Top-level keys we do not know, kept so a write through the API does not drop what a
     GUI stored beside the seed's sections."""
 
@@ -90,7 +88,9 @@ def parse_entry(raw: str | bytes) -> DirectoryEntry:
         raise ExtensionFormatError("not a JSON object")
     sections: dict[str, dict[str, str]] = {}
     for name in SECTIONS:
-        section = document.get(name) or {}
+        section = document.get(name)
+        if section is None:
+            section = {}
         if not isinstance(section, dict):
             raise ExtensionFormatError(f"{name!r} is not an object")
         try:
@@ -106,5 +106,5 @@ def parse_entry(raw: str | bytes) -> DirectoryEntry:
         variables=sections["variable"],
         attributes=sections["attribute"],
         template=template,
-        extra=MappingProxyType(extra) if extra else _EMPTY,
+        extra=extra,
     )

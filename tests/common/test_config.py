@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cti.config import ConfigError, load_settings
+from tests.support import REPO, SEED_DIR
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cti.json"
+    path.write_text(text)
+    return path
+
+
+def test_seed_config_loads_as_it_is() -> None:
+    settings = load_settings(SEED_DIR / "cti.json", env={})
+    assert settings.events.registration.hash == "registrations"
+    assert settings.events.registration.channel == ""
+    assert settings.events.call.hash == "calls"
+    # The seed lists Caller-Profile-Created-Time twice: loads, kept once, order preserved.
+    assert settings.events.call.fields == (
+        "Caller-Destination-Number",
+        "Caller-Caller-ID-Number",
+        "Caller-Callee-ID-Number",
+        "Caller-Profile-Created-Time",
+        "Caller-Channel-Answered-Time",
+    )
+
+
+def test_shipped_config_loads_with_loopback_defaults() -> None:
+    settings = load_settings(REPO / "cti.json", env={})
+    assert settings.directory.http.listen == "127.0.0.1:8080"
+    assert settings.directory.grpc.listen == "127.0.0.1:50051"
+    assert settings.events.grpc.listen == "127.0.0.1:50052"
+
+
+def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={})
+    assert settings.source == "<defaults>"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.events.nodes[0].address == "127.0.0.1:8021"
+    assert settings.events.nodes[0].password == "ClueCon"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{\n  "redis": {\n    "url": "x",,\n  }\n}', "cti.json: line 3"),
+        ('{\n  "redis": {\n    "url": 5\n  }\n}', "line 3: redis.url: must be str"),
+        ('{\n  "directory": {\n    "htp": {}\n  }\n}', "line 3: directory.htp: unknown setting"),
+        ('{"directory": {"http": {"listen": "nowhere"}}}', "directory.http.listen"),
+        ('{"directory": {"http": {"allow": ["10.0.0.0/33"]}}}', "directory.http.allow"),
+        ('{"directory": {"http": {"max_body_bytes": 0}}}', "must be a positive integer"),
+        ('{"events": {"nodes": [{"port": 8021}]}}', "events.nodes[0].host: is required"),
+        ("[]", "the top level must be an object"),
+    ],
+)
+def test_invalid_file_names_file_line_and_problem(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, env={})
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.json", env={})
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"redis": {"url": "redis://127.0.0.1:1/0"}}')
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:2/3",
+        "CTI_HTTP_LISTEN": "127.0.0.1:9000",
+        "CTI_GRPC_LISTEN": "127.0.0.1:9001",
+        "CTI_API_TOKEN": "s3cret",
+        "CTI_HTTP_USERNAME": "fs",
+        "CTI_HTTP_PASSWORD": "pw",
+        "CTI_HTTP_ALLOW": "127.0.0.1/32, ::1",
+    }
+    settings = load_settings(path, env=env, service="directory")
+    assert settings.redis_url == "redis://127.0.0.1:2/3"
+    assert settings.directory.http.listen == "127.0.0.1:9000"
+    assert settings.directory.grpc.listen == "127.0.0.1:9001"
+    assert settings.directory.grpc.tokens == ("s3cret",)
+    assert settings.directory.http.allow == ("127.0.0.1/32", "::1/128")
+    # The gRPC override applies to the service being started only.
+    assert settings.events.grpc.listen == "127.0.0.1:50052"
+
+
+def test_esl_nodes_from_environment() -> None:
+    env = {"CTI_ESL_NODES": "127.0.0.1:8021,127.0.0.2", "CTI_ESL_PASSWORD": "pw"}
+    settings = load_settings(
+        None, env=env | {"CTI_CONFIG": str(SEED_DIR / "cti.json")}, service="events"
+    )
+    assert [(n.host, n.port, n.password) for n in settings.events.nodes] == [
+        ("127.0.0.1", 8021, "pw"),
+        ("127.0.0.2", 8021, "pw"),
+    ]
+
+
+def test_bad_environment_value_is_named() -> None:
+    with pytest.raises(ConfigError, match="CTI_GRPC_LISTEN"):
+        load_settings(SEED_DIR / "cti.json", env={"CTI_GRPC_LISTEN": "nope"})
+
+
+def test_secrets_not_in_repr(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"directory": {"http": {"password": "hunter2"}}}')
+    settings = load_settings(path, env={"CTI_API_TOKEN": "tok-123"})
+    assert "hunter2" not in repr(settings)
+    assert "tok-123" not in repr(settings)
