@@ -101,6 +101,12 @@ class EventSettings:
     call: CallTarget = CallTarget("calls")
     key_with_domain: bool = False
     lease_seconds: float = 10.0
+    # Per sofia profile: "false" (default; one registration per user@host), "contact"
+    # (one per contact) or "true" (one per call-id) -- the profile's multiple-registrations.
+    multiple_registrations: Mapping[str, str] = field(default_factory=dict)
+    metrics_listen: str = "127.0.0.1:9102"
+    # No event at all (FreeSWITCH sends HEARTBEAT every 20 s) for this long = dead socket.
+    heartbeat_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -324,9 +330,28 @@ def _event_settings(section: _Section, gui: _Section) -> EventSettings:
         call=call,
         key_with_domain=key_mode == "extension@domain",
         lease_seconds=float(section.get("lease_seconds", float, 10.0)),
+        multiple_registrations=_registration_modes(section),
+        metrics_listen=_address(section, "metrics_listen", EventSettings().metrics_listen),
+        heartbeat_timeout=float(section.get("heartbeat_timeout", float, 60.0)),
     )
+    if settings.lease_seconds <= 0 or settings.heartbeat_timeout <= 0:
+        section._fail(section.path, "lease_seconds and heartbeat_timeout must be positive")
     section.close()
     return settings
+
+
+REGISTRATION_MODES = ("false", "contact", "true")
+
+
+def _registration_modes(section: _Section) -> Mapping[str, str]:
+    modes = section.string_map("multiple_registrations", {})
+    for profile, mode in modes.items():
+        if mode not in REGISTRATION_MODES:
+            section._fail(
+                section._key(f"multiple_registrations.{profile}"),
+                f"must be one of {', '.join(REGISTRATION_MODES)}, got {mode!r}",
+            )
+    return modes
 
 
 def _publish_target(section: _Section, default_hash: str, close: bool = True) -> PublishTarget:

@@ -54,3 +54,37 @@ EVENTS_LOG_STREAM = "cti:events:log"
 hash write (``MAXLEN ~ 100000``). Fields: ``kind`` (``registration``|``call``), ``op``
 (``set``|``delete``), ``key`` (the hash field), ``value`` (the new JSON, empty on delete),
 ``node`` (the FreeSWITCH ``host:port`` whose event caused it). The gRPC Watch reads it."""
+
+
+# ---------------------------------------------------------------------------------------
+# Event service (registration and call state from FreeSWITCH's event socket)
+
+EVENTS_LOG_STREAM = "cti:events:log"
+"""Stream: one entry per state change of the ``registrations`` / ``calls`` hashes, written in
+the same MULTI/EXEC as the change itself (so the log and the hashes never disagree)::
+
+    XADD cti:events:log MAXLEN ~ 100000 * kind <registration|call> op <set|delete>
+         key <hash field> value <the field's new JSON, empty for delete> node <host:port>
+
+Readers (gRPC Watch) take a snapshot of the hashes, then XREAD from the id they saw last."""
+
+EVENTS_LOG_MAXLEN = 100000
+
+
+def registration_devices(registration_hash: str) -> str:
+    """Hash, derived: registration hash field -> JSON ``{device id: {node, at, value}}``, the
+    registrations FreeSWITCH holds for that extension (several devices, several nodes).
+    Hash-tagged with the seed hash's name so both live in one Redis Cluster slot."""
+    return "{" + registration_hash + "}:devices"
+
+
+def call_channels(call_hash: str) -> str:
+    """Hash, derived: channel uuid -> JSON ``{node, key, answered}``: which node a live channel
+    is on and which ``calls`` field it belongs to (reconcile removes a node's own only)."""
+    return "{" + call_hash + "}:channels"
+
+
+def node_lease(node_address: str) -> str:
+    """String: the id of the event-service replica consuming that FreeSWITCH node now
+    (``SET NX PX``, renewed; deleted/extended only by its owner)."""
+    return f"cti:events:lease:{node_address}"
