@@ -1,0 +1,388 @@
+"""Shared gRPC server plumbing for both services (sync ``grpc.server`` on a thread pool).
+
+What every service gets from :func:`build_server`:
+
+- **Bearer-token auth**: each call must carry ``authorization: Bearer <token>`` metadata
+  matching one of ``GrpcSettings.tokens`` (constant-time compare); otherwise the call ends
+  with ``UNAUTHENTICATED`` before the servicer runs. The standard health service and server
+  reflection are exempt, so Kubernetes probes and ``grpcurl list`` work without a token.
+  With *no* tokens configured the server is open, and therefore refuses to start
+  (:class:`cti.config.ConfigError`) unless it listens on a loopback address only.
+- **Health** (``grpc.health.v1``): overall status ``""`` and each named service SERVING
+  once built; the returned :class:`ManagedServer`'s ``stop`` flips them to NOT_SERVING
+  before draining (graceful shutdown on SIGTERM is the caller's ``server.stop(grace)``).
+- **Reflection** (``grpc.reflection.v1alpha``), so ``grpcurl`` needs no proto files.
+- **TLS** when ``tls_cert``/``tls_key`` are set (PEM files), plaintext otherwise.
+- **Error mapping**: servicers raise :class:`ApiError` (or a subclass); the interceptor
+  turns it into the status code plus a ``google.rpc.Status`` with an ``ErrorInfo``
+  (UPPER_SNAKE ``reason``, ``domain``, ``metadata``) and, for bad requests, a
+  ``BadRequest`` listing field violations. Any other exception is logged and answered with
+  ``INTERNAL`` without leaking its text.
+
+Usage (one service)::
+
+    server = build_server(settings.directory.grpc, ["cti.v1.DirectoryService"],
+                          lambda s: directory_pb2_grpc.add_DirectoryServiceServicer_to_server(
+                              servicer, s), error_domain="directory.cti")
+    server.start(); ...; server.stop(grace=5).wait()   # health NOT_SERVING, then drain
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from cti.config import ConfigError, GrpcSettings, split_address
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_WORKERS = 16
+EXEMPT_SERVICES = (
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+    "grpc.reflection.v1.ServerReflection",
+)
+"""Services callable without a token (probes and tooling)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Domain errors -> gRPC status
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field: ``field`` is a dotted path such as ``extension.params``."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class ApiError(Exception):
+    """An error a client can act on. ``reason`` is a stable UPPER_SNAKE identifier
+    (``EXTENSION_NOT_FOUND``); ``message`` is for humans; ``violations`` name bad fields."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+    violations: tuple[FieldViolation, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def invalid_argument(
+    field_path: str, description: str, reason: str = "INVALID_ARGUMENT"
+) -> ApiError:
+    """INVALID_ARGUMENT naming one field (message and a ``BadRequest`` violation)."""
+    return ApiError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        reason,
+        f"{field_path}: {description}",
+        (FieldViolation(field_path, description),),
+    )
+
+
+def to_status(error: ApiError, domain: str) -> status_pb2.Status:
+    """The rich ``google.rpc.Status`` for ``error`` (pure; used by the interceptor)."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    details = [_packed(info)]
+    if error.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_packed(bad))
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+
+
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def error_info(error: grpc.RpcError) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
+    """Client side: ``(reason, metadata, [(field, description), ...])`` from a failed call
+    (empty when the server sent no rich details). Used by ``ctictl`` and tests."""
+    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    reason, metadata, violations = "", {}, []
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
+            violations = [(v.field, v.description) for v in bad.field_violations]
+    return reason, metadata, violations
+
+
+def abort(context: grpc.ServicerContext, error: ApiError, domain: str) -> NoReturn:
+    """End the call with ``error`` (raises, as ``context.abort`` does)."""
+    context.abort_with_status(rpc_status.to_status(to_status(error, domain)))
+    raise AssertionError("unreachable")  # abort_with_status always raises
+
+
+# ---------------------------------------------------------------------------------------
+# Interceptors
+
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _rewrap(handler: Any, wrap: Callable[[Behaviour, bool], Behaviour]) -> Any:
+    """``handler`` with its behaviour replaced by ``wrap(behaviour, response_streaming)``,
+    keeping its shape (unary/stream) and (de)serializers."""
+    if handler.request_streaming and handler.response_streaming:
+        factory, behaviour = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+    elif handler.request_streaming:
+        factory, behaviour = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+    elif handler.response_streaming:
+        factory, behaviour = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+    else:
+        factory, behaviour = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+    return factory(
+        wrap(behaviour, handler.response_streaming),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _service_of(method: str) -> str:
+    """``/pkg.Service/Method`` -> ``pkg.Service``."""
+    return method.strip("/").partition("/")[0]
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Rejects calls without a valid ``authorization: Bearer <token>`` (UNAUTHENTICATED),
+    except to ``exempt`` services. With no tokens, every call passes (loopback-only use)."""
+
+    def __init__(
+        self, tokens: Iterable[str], domain: str, exempt: Sequence[str] = EXEMPT_SERVICES
+    ) -> None:
+        self._tokens = tuple(t.encode() for t in tokens)
+        self._domain = domain
+        self._exempt = frozenset(exempt)
+
+    def accepts(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
+        if not self._tokens:
+            return True
+        for key, value in metadata:
+            if key.lower() != "authorization":
+                continue
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and any(
+                hmac.compare_digest(token.strip().encode(), known) for known in self._tokens
+            ):
+                return True
+        return False
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or _service_of(details.method) in self._exempt:
+            return handler
+        if self.accepts(details.invocation_metadata or ()):
+            return handler
+        error = ApiError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "INVALID_TOKEN",
+            "missing or invalid bearer token (metadata 'authorization: Bearer <token>')",
+        )
+        domain = self._domain
+
+        def deny(behaviour: Behaviour, streaming: bool) -> Behaviour:
+            def denied(request: Any, context: grpc.ServicerContext) -> Any:
+                abort(context, error, domain)
+
+            return denied
+
+        return _rewrap(handler, deny)
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Turns :class:`ApiError` raised by a servicer into a rich status; anything else
+    becomes INTERNAL (logged with its traceback, never sent to the client)."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        domain, method = self._domain, details.method
+
+        def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+            if isinstance(exc, ApiError):
+                abort(context, exc, domain)
+            log.exception("unexpected error in %s", method)
+            abort(context, ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"), domain)
+
+        def guard(behaviour: Behaviour, streaming: bool) -> Behaviour:
+            if streaming:
+
+                def guarded_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    try:
+                        yield from behaviour(request, context)
+                    except Exception as exc:
+                        if context.code() is not None or _is_abort(exc):
+                            raise
+                        fail(context, exc)
+
+                return guarded_stream
+
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behaviour(request, context)
+                except Exception as exc:
+                    if context.code() is not None or _is_abort(exc):
+                        raise
+                    fail(context, exc)
+
+            return guarded
+
+        return _rewrap(handler, guard)
+
+
+def _is_abort(exc: Exception) -> bool:
+    """``context.abort`` raises a bare ``Exception``; let it through untouched."""
+    return type(exc) is Exception
+
+
+# ---------------------------------------------------------------------------------------
+# Server construction
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_open_listen(settings: GrpcSettings) -> None:
+    """No tokens is fine only on loopback: refuse an open server reachable from outside."""
+    host, _ = split_address(settings.listen)
+    if not settings.tokens and not is_loopback(host):
+        raise ConfigError(
+            f"gRPC listen {settings.listen}: no API tokens configured (grpc.tokens or "
+            "CTI_API_TOKEN); refusing to serve an unauthenticated API on a non-loopback address"
+        )
+
+
+def server_credentials(settings: GrpcSettings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert:
+        return None
+    try:
+        key = Path(settings.tls_key).read_bytes()
+        cert = Path(settings.tls_cert).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"gRPC TLS: cannot read {exc.filename}: {exc.strerror}") from None
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+def build_server(
+    settings: GrpcSettings,
+    service_names: Sequence[str],
+    register: Callable[[grpc.Server], None],
+    *,
+    error_domain: str,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Server:
+    """A bound, not yet started server with auth, error mapping, health and reflection.
+
+    ``service_names`` are the full names (``cti.v1.DirectoryService``) that ``register``
+    adds; they are reported by health and reflection. Raises :class:`ConfigError` for an
+    open non-loopback listen, unreadable TLS files, or an address that cannot be bound.
+    """
+    check_open_listen(settings)
+    credentials = server_credentials(settings)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[
+            BearerTokenInterceptor(settings.tokens, error_domain),
+            ErrorMappingInterceptor(error_domain),
+        ],
+        options=list(options),
+    )
+    register(server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, credentials)
+    except RuntimeError as exc:
+        raise ConfigError(f"gRPC listen {settings.listen}: cannot bind ({exc})") from None
+    if port == 0:
+        raise ConfigError(f"gRPC listen {settings.listen}: cannot bind")
+    log.info("gRPC server bound", extra={"listen": settings.listen, "tls": credentials is not None})
+    return ManagedServer(server, health_servicer, port)
+
+
+class ManagedServer(grpc.Server):  # type: ignore[misc]
+    """A ``grpc.Server`` whose ``stop`` first reports NOT_SERVING on the health service
+    (so load balancers stop routing new calls) and then drains for ``grace`` seconds.
+    ``port`` is the bound port (useful with ``listen`` port 0)."""
+
+    def __init__(self, inner: grpc.Server, health_servicer: Any, port: int) -> None:
+        self._inner = inner
+        self.health = health_servicer
+        self.port = port
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self._inner.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        self._inner.add_registered_method_handlers(service_name, method_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self._inner.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, server_credentials: Any) -> int:
+        return int(self._inner.add_secure_port(address, server_credentials))
+
+    def start(self) -> None:
+        self._inner.start()
+
+    def stop(self, grace: float | None) -> Any:
+        self.health.enter_graceful_shutdown()
+        return self._inner.stop(grace)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return bool(self._inner.wait_for_termination(timeout))
+
+
+def stop_gracefully(server: grpc.Server, grace: float) -> None:
+    """``server.stop(grace)`` and block until in-flight calls have finished."""
+    server.stop(grace).wait()
