@@ -49,12 +49,6 @@ def template_refs(domain: str) -> str:
     """Hash: template name -> how many extensions of the domain use it (same slot)."""
     return "{" + extensions(domain) + "}:template-refs"
 
-EVENTS_LOG_STREAM = "cti:events:log"
-"""Stream: one entry per event-service state change, XADDed in the same MULTI/EXEC as the
-hash write (``MAXLEN ~ 100000``). Fields: ``kind`` (``registration``|``call``), ``op``
-(``set``|``delete``), ``key`` (the hash field), ``value`` (the new JSON, empty on delete),
-``node`` (the FreeSWITCH ``host:port`` whose event caused it). The gRPC Watch reads it."""
-
 
 # ---------------------------------------------------------------------------------------
 # Event service (registration and call state from FreeSWITCH's event socket)
