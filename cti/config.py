@@ -46,6 +46,7 @@ class HttpSettings:
     allow: tuple[str, ...] = ()
     max_body_bytes: int = 65536
     deadline_ms: int = 2000
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ def _directory_settings(section: _Section) -> DirectorySettings:
         allow=tuple(_network(http_section, "allow", n) for n in http_section.strings("allow")),
         max_body_bytes=_positive(http_section, "max_body_bytes", defaults.max_body_bytes),
         deadline_ms=_positive(http_section, "deadline_ms", defaults.deadline_ms),
+        workers=_positive(http_section, "workers", defaults.workers),
     )
     if not http.path.startswith("/"):
         http_section._fail(http_section._key("path"), "must start with '/'")

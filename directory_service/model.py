@@ -75,7 +75,8 @@ def freeswitch_value(value: Any) -> str:
         return str(value)
     if value is None:
         return ""
-    raise ExtensionFormatError(f"value {value!r} is not a string, number or boolean")
+    # The message names the type, never the value: it may be a password and it is logged.
+    raise ExtensionFormatError(f"a {type(value).__name__} is not a string, number or boolean")
 
 
 def parse_entry(raw: str | bytes) -> DirectoryEntry:
@@ -93,10 +94,13 @@ def parse_entry(raw: str | bytes) -> DirectoryEntry:
             section = {}
         if not isinstance(section, dict):
             raise ExtensionFormatError(f"{name!r} is not an object")
-        try:
-            sections[name] = {str(k): freeswitch_value(v) for k, v in section.items()}
-        except ExtensionFormatError as exc:
-            raise ExtensionFormatError(f"{name}: {exc}") from None
+        values: dict[str, str] = {}
+        for key, value in section.items():
+            try:
+                values[str(key)] = freeswitch_value(value)
+            except ExtensionFormatError as exc:
+                raise ExtensionFormatError(f"{name}: field {key!r}: {exc}") from None
+        sections[name] = values
     template = document.get("template") or ""
     if not isinstance(template, str):
         raise ExtensionFormatError("'template' is not a string")
