@@ -1,0 +1,248 @@
+"""The event service's gRPC API (``cti.v1.EventService``): read-only Get/List of the
+registration and call hashes, and Watch (snapshot + ordered changes).
+
+Thin servicer: requests are validated and converted by :mod:`event_service.state_views`,
+Redis is read by :mod:`event_service.state_reader` and :mod:`event_service.watch`. Auth,
+health, reflection, TLS and error mapping come from :mod:`cti.grpc_server`.
+
+Each Watch holds one server thread (the server is the sync ``grpc.server``), so the pool
+is sized for :data:`MAX_WATCHES` streams plus room for unary calls; a watch beyond the
+limit is refused with RESOURCE_EXHAUSTED rather than starving Get/List. Streams block on
+Redis for at most :data:`WATCH_BLOCK_MS` at a time, so a cancelled call, an expired
+deadline or a server shutdown ends them within about a second; on shutdown they end with
+UNAVAILABLE (reason ``SHUTTING_DOWN``) so clients reconnect with their ``resume_token``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import redis
+
+from cti import redis_client
+from cti.config import Settings
+from cti.grpc_server import ApiError, build_server, invalid_argument
+from cti.v1 import events_pb2, events_pb2_grpc
+from event_service.state_reader import StateReader
+from event_service.state_views import (
+    Kind,
+    StateFilter,
+    decode_page_token,
+    encode_page_token,
+    extension_calls_message,
+    key_from_name,
+    page_size,
+    registration_message,
+)
+from event_service.watch import ALL_KINDS, ChangeLog, LogGap, WatchView, parse_revision
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "cti.v1.EventService"
+ERROR_DOMAIN = "events.cti"
+MAX_WATCHES = 48
+MAX_WORKERS = MAX_WATCHES + 16
+WATCH_BLOCK_MS = 1000
+WATCH_BATCH = 500
+
+_WATCH_KINDS: dict[int, Kind] = {
+    events_pb2.WATCH_KIND_REGISTRATIONS: "registration",
+    events_pb2.WATCH_KIND_EXTENSION_CALLS: "call",
+}
+
+
+def _unavailable(exc: redis.RedisError) -> ApiError:
+    log.warning("Redis unavailable: %s", type(exc).__name__)
+    return ApiError(grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable")
+
+
+def _not_found(kind: Kind, key: str) -> ApiError:
+    what = "REGISTRATION" if kind == "registration" else "EXTENSION_CALLS"
+    return ApiError(
+        grpc.StatusCode.NOT_FOUND,
+        f"{what}_NOT_FOUND",
+        f"no {'registration' if kind == 'registration' else 'call record'} for {key!r}",
+        metadata={"key": key},
+    )
+
+
+class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
+    """``cti.v1.EventService`` over one Redis (the hashes named by ``settings.events``)."""
+
+    def __init__(self, client: redis.Redis, hashes: dict[Kind, str]) -> None:
+        self._hashes = hashes
+        self._reader = StateReader(client)
+        self._log = ChangeLog(client, hashes)
+        self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
+        self._stopping = threading.Event()
+
+    def stop_watches(self) -> None:
+        """End every Watch stream (UNAVAILABLE, ``SHUTTING_DOWN``) within ~1 s."""
+        self._stopping.set()
+
+    # -- Get / List ----------------------------------------------------------------------
+
+    def GetRegistration(
+        self, request: events_pb2.GetRegistrationRequest, context: grpc.ServicerContext
+    ) -> events_pb2.Registration:
+        key = key_from_name("registration", request.name)
+        return registration_message(key, self._get("registration", key))
+
+    def GetExtensionCalls(
+        self, request: events_pb2.GetExtensionCallsRequest, context: grpc.ServicerContext
+    ) -> events_pb2.ExtensionCalls:
+        key = key_from_name("call", request.name)
+        return extension_calls_message(key, self._get("call", key))
+
+    def ListRegistrations(
+        self, request: events_pb2.ListRegistrationsRequest, context: grpc.ServicerContext
+    ) -> events_pb2.ListRegistrationsResponse:
+        state_filter = StateFilter(request.domain, request.extension_prefix)
+
+        def convert(key: str, value: bytes) -> events_pb2.Registration | None:
+            message = registration_message(key, value)
+            return message if state_filter.matches_registration(message) else None
+
+        items, token = self._page("registration", request, state_filter, convert)
+        return events_pb2.ListRegistrationsResponse(registrations=items, next_page_token=token)
+
+    def ListExtensionCalls(
+        self, request: events_pb2.ListExtensionCallsRequest, context: grpc.ServicerContext
+    ) -> events_pb2.ListExtensionCallsResponse:
+        state_filter = StateFilter(request.domain, request.extension_prefix, request.active_only)
+
+        def convert(key: str, value: bytes) -> events_pb2.ExtensionCalls | None:
+            message = extension_calls_message(key, value)
+            return message if state_filter.matches_calls(message) else None
+
+        items, token = self._page("call", request, state_filter, convert)
+        return events_pb2.ListExtensionCallsResponse(extension_calls=items, next_page_token=token)
+
+    def _get(self, kind: Kind, key: str) -> bytes:
+        try:
+            value = self._reader.get(self._hashes[kind], key)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+        if value is None:
+            raise _not_found(kind, key)
+        return value
+
+    def _page(
+        self,
+        kind: Kind,
+        request: Any,
+        state_filter: StateFilter,
+        convert: Callable[[str, bytes], Any],
+    ) -> tuple[list[Any], str]:
+        size = page_size(request.page_size)
+        after = decode_page_token(request.page_token, state_filter)
+        try:
+            items, last, more = self._reader.page(
+                self._hashes[kind], after, size, state_filter.key_may_match, convert
+            )
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+        return items, encode_page_token(last, state_filter) if more else ""
+
+    # -- Watch ---------------------------------------------------------------------------
+
+    def Watch(
+        self, request: events_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[events_pb2.WatchResponse]:
+        view = WatchView(
+            _watch_kinds(request.kinds),
+            StateFilter(request.domain, request.extension_prefix),
+            resumed=bool(request.resume_token),
+        )
+        position = _resume_position(request.resume_token)
+        if not self._watch_slots.acquire(blocking=False):
+            raise ApiError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "TOO_MANY_WATCHES",
+                f"this server already serves {MAX_WATCHES} Watch streams; try another replica",
+            )
+        try:
+            yield from self._watch(view, position, context)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+        except LogGap as gap:
+            raise ApiError(
+                grpc.StatusCode.OUT_OF_RANGE,
+                "CHANGES_UNAVAILABLE",
+                f"{gap}; watch again without resume_token for a fresh snapshot",
+            ) from None
+        finally:
+            self._watch_slots.release()
+        if self._stopping.is_set():
+            raise ApiError(
+                grpc.StatusCode.UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "server shutting down; watch again with the last revision as resume_token",
+            )
+
+    def _watch(
+        self, view: WatchView, position: str | None, context: grpc.ServicerContext
+    ) -> Iterator[events_pb2.WatchResponse]:
+        if position is None:
+            snapshot = self._log.snapshot(view.kinds)
+            yield from view.snapshot(snapshot)
+            position = snapshot.revision
+        while context.is_active() and not self._stopping.is_set():
+            changes, position = self._log.read(position, WATCH_BLOCK_MS, WATCH_BATCH)
+            for change in changes:
+                response = view.change(change)
+                if response is not None:
+                    yield response
+
+
+def _watch_kinds(kinds: Any) -> tuple[Kind, ...]:
+    chosen: list[Kind] = []
+    for index, value in enumerate(kinds):
+        if value not in _WATCH_KINDS:
+            raise invalid_argument(f"kinds[{index}]", f"unknown kind {value}")
+        chosen.append(_WATCH_KINDS[value])
+    return tuple(chosen) or ALL_KINDS
+
+
+def _resume_position(token: str) -> str | None:
+    if not token:
+        return None
+    try:
+        parse_revision(token)
+    except ValueError as exc:
+        raise invalid_argument("resume_token", str(exc)) from None
+    return token
+
+
+def create_grpc_server(settings: Settings, client: redis.Redis | None = None) -> grpc.Server:
+    """The event service's gRPC server, bound to ``settings.events.grpc.listen``, not started.
+
+    ``server.stop(grace)`` (or :func:`cti.grpc_server.stop_gracefully`) first ends the
+    Watch streams with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
+    """
+    redis_conn = client if client is not None else redis_client.connect(settings.redis_url)
+    servicer = EventServicer(
+        redis_conn,
+        {"registration": settings.events.registration.hash, "call": settings.events.call.hash},
+    )
+    server = build_server(
+        settings.events.grpc,
+        [SERVICE_NAME],
+        lambda s: events_pb2_grpc.add_EventServiceServicer_to_server(servicer, s),
+        error_domain=ERROR_DOMAIN,
+        max_workers=MAX_WORKERS,
+    )
+    stop = server.stop
+
+    def stop_with_watches(grace: float | None) -> threading.Event:
+        servicer.stop_watches()
+        return stop(grace)  # type: ignore[no-any-return]
+
+    # Why patch the instance: grpc.Server has no shutdown hook, and endless streams would
+    # otherwise hold the whole grace period and then end CANCELLED instead of UNAVAILABLE.
+    server.stop = stop_with_watches
+    return server

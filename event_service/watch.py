@@ -1,0 +1,278 @@
+"""Watch = one consistent snapshot of the state hashes, then the change log from exactly
+that point: no gap, no duplicate.
+
+Why it is exact: the core writes every state change as one MULTI/EXEC holding the hash
+write *and* its ``XADD`` to ``cti:events:log``. :meth:`ChangeLog.snapshot` reads the
+hashes and the log's last id in one MULTI/EXEC too, so the snapshot contains precisely the
+changes up to that id, and ``XREAD`` from it returns precisely the ones after.
+
+The log is capped (``MAXLEN ~ 100000``); a reader that falls that far behind, or resumes
+from a revision already trimmed, or finds the log reset (Redis flushed or restarted empty)
+gets :class:`LogGap` instead of silently missing changes.
+
+:class:`WatchView` (pure) turns snapshot entries and changes into ``WatchResponse``
+messages for one watcher's kinds and filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from cti import redis_keys
+from cti.v1 import events_pb2
+from event_service.state_views import (
+    Kind,
+    StateFilter,
+    extension_calls_message,
+    registration_message,
+    resource_name,
+)
+
+log = logging.getLogger(__name__)
+
+Op = Literal["set", "delete"]
+ALL_KINDS: tuple[Kind, ...] = ("registration", "call")
+ALL_OPS: tuple[Op, ...] = ("set", "delete")
+START = "0-0"
+"""The revision before any change (the log did not exist yet)."""
+
+_REVISION = re.compile(r"^\d{1,20}-\d{1,20}$")
+Response = events_pb2.WatchResponse
+_KIND_ENUM: dict[Kind, events_pb2.WatchKind] = {
+    "registration": events_pb2.WATCH_KIND_REGISTRATIONS,
+    "call": events_pb2.WATCH_KIND_EXTENSION_CALLS,
+}
+
+
+class LogGap(Exception):
+    """Changes after the requested revision are no longer in the log: watch afresh."""
+
+
+def parse_revision(text: str) -> tuple[int, int]:
+    """``1700000000000-3`` -> (1700000000000, 3); ValueError if it is not a stream id."""
+    if not _REVISION.match(text):
+        raise ValueError(f"{text!r} is not a revision (<milliseconds>-<sequence>)")
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log."""
+
+    revision: str
+    kind: Kind
+    op: Op
+    key: str
+    value: bytes
+    node: str
+
+
+def parse_change(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change | None:
+    """The typed entry, or ``None`` (logged) for an entry not in the agreed format."""
+    revision = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    kind = fields.get(b"kind", b"").decode(errors="replace")
+    op = fields.get(b"op", b"").decode(errors="replace")
+    key = fields.get(b"key", b"").decode("utf-8", errors="surrogateescape")
+    if kind not in ALL_KINDS or op not in ALL_OPS or not key:
+        log.warning("skipping change-log entry not in the agreed format", extra={"id": revision})
+        return None
+    return Change(
+        revision=revision,
+        kind=kind,
+        op=op,
+        key=key,
+        value=fields.get(b"value", b""),
+        node=fields.get(b"node", b"").decode(errors="replace"),
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The hashes as they were at ``revision`` (every change up to it included)."""
+
+    revision: str
+    entries: Mapping[Kind, Mapping[str, bytes]]
+
+
+# ---------------------------------------------------------------------------------------
+# Redis I/O
+
+
+class ChangeLog:
+    """Snapshot and change reads for Watch over one Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        hashes: Mapping[Kind, str],
+        stream: str = redis_keys.EVENTS_LOG_STREAM,
+    ) -> None:
+        self._client = client
+        self._hashes = dict(hashes)
+        self._stream = stream
+
+    def snapshot(self, kinds: Iterable[Kind]) -> Snapshot:
+        """The hashes of ``kinds`` and the log position, in one MULTI/EXEC."""
+        wanted = [kind for kind in ALL_KINDS if kind in set(kinds)]
+        with self._client.pipeline(transaction=True) as pipe:
+            for kind in wanted:
+                pipe.hgetall(self._hashes[kind])
+            pipe.xinfo_stream(self._stream)
+            results = pipe.execute(raise_on_error=False)
+        *hashes, info = results
+        for result in hashes:
+            if isinstance(result, Exception):
+                raise result
+        entries = {
+            kind: {_text_key(k): v for k, v in values.items()}
+            for kind, values in zip(wanted, hashes, strict=True)
+        }
+        return Snapshot(revision=_last_id(info), entries=entries)
+
+    def read(self, after: str, block_ms: int, count: int) -> tuple[list[Change], str]:
+        """Changes after ``after`` (waiting up to ``block_ms`` for the first one), and the
+        new position (past entries skipped as malformed too).
+
+        Raises :class:`LogGap` when entries after ``after`` may have been trimmed or the
+        log was reset. The check runs in the same round trip, right after the XREAD, so a
+        log that still holds ``after``'s successors then held them during the read.
+        """
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.xread({self._stream: after}, count=count, block=block_ms)
+            pipe.xinfo_stream(self._stream)
+            read, info = pipe.execute(raise_on_error=False)
+        if isinstance(read, Exception):
+            raise read
+        _check_reaches(info, after)
+        changes, position = [], after
+        for _stream, entries in read or ():
+            for entry_id, fields in entries:
+                position = _id_text(entry_id)
+                change = parse_change(entry_id, fields)
+                if change is not None:
+                    changes.append(change)
+        return changes, position
+
+
+def _text_key(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def _id_text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _last_id(info: Any) -> str:
+    if isinstance(info, redis.ResponseError):  # no log yet: every change is after START
+        return START
+    if isinstance(info, Exception):
+        raise info
+    return _id_text(info["last-generated-id"])
+
+
+def _check_reaches(info: Any, after: str) -> None:
+    """Raise :class:`LogGap` unless every entry after ``after`` is still in the log."""
+    position = parse_revision(after)
+    if isinstance(info, redis.ResponseError):  # the log does not exist
+        if after != START:
+            raise LogGap("the change log was reset (Redis flushed or restarted)")
+        return
+    if isinstance(info, Exception):
+        raise info
+    if parse_revision(_id_text(info["last-generated-id"])) < position:
+        raise LogGap(f"revision {after} is newer than the change log (was it reset?)")
+    length = int(info.get("length", 0))
+    if after == START:
+        added = info.get("entries-added")
+        if added is not None and int(added) > length:
+            raise LogGap("the change log no longer holds its first entries")
+        return
+    first = info.get("first-entry")
+    if length and first and parse_revision(_id_text(first[0])) > position:
+        raise LogGap(f"changes after revision {after} were trimmed from the change log")
+    if not length and parse_revision(_id_text(info["last-generated-id"])) > position:
+        raise LogGap(f"changes after revision {after} were removed from the change log")
+
+
+# ---------------------------------------------------------------------------------------
+# Pure: what one watcher is told
+
+
+class WatchView:
+    """One watcher's picture: which entries it has been shown, so a deletion or an entry
+    leaving the filter becomes ``TYPE_DELETE`` exactly when the client holds it.
+
+    After a resume the client's picture is unknown: an entry not seen since is assumed
+    held, so its first deletion (or non-matching update) is sent once.
+    """
+
+    def __init__(self, kinds: Iterable[Kind], state_filter: StateFilter, resumed: bool) -> None:
+        self.kinds = frozenset(kinds)
+        self.filter = state_filter
+        self._resumed = resumed
+        self._shown: dict[tuple[Kind, str], bool] = {}
+
+    def snapshot(self, snapshot: Snapshot) -> Iterator[Response]:
+        for kind in ALL_KINDS:
+            if kind not in self.kinds:
+                continue
+            entries = snapshot.entries.get(kind, {})
+            for key in sorted(entries):
+                response = self._upsert(kind, key, entries[key], snapshot.revision, "")
+                if response is not None:
+                    response.type = Response.TYPE_SNAPSHOT
+                    yield response
+        yield Response(type=Response.TYPE_SNAPSHOT_COMPLETE, revision=snapshot.revision)
+
+    def change(self, change: Change) -> Response | None:
+        if change.kind not in self.kinds:
+            return None
+        if change.op == "set":
+            response = self._upsert(
+                change.kind, change.key, change.value, change.revision, change.node
+            )
+            if response is not None:
+                return response
+        ident = (change.kind, change.key)
+        if not self._shown.get(ident, self._resumed):
+            return None
+        self._shown[ident] = False
+        return Response(
+            type=Response.TYPE_DELETE,
+            kind=_KIND_ENUM[change.kind],
+            key=change.key,
+            name=resource_name(change.kind, change.key),
+            revision=change.revision,
+            node=change.node,
+        )
+
+    def _upsert(
+        self, kind: Kind, key: str, value: bytes, revision: str, node: str
+    ) -> Response | None:
+        response = Response(
+            type=Response.TYPE_UPSERT,
+            kind=_KIND_ENUM[kind],
+            key=key,
+            name=resource_name(kind, key),
+            revision=revision,
+            node=node,
+        )
+        if kind == "registration":
+            registration = registration_message(key, value)
+            if not self.filter.matches_registration(registration):
+                return None
+            response.registration.CopyFrom(registration)
+        else:
+            calls = extension_calls_message(key, value)
+            if not self.filter.matches_calls(calls):
+                return None
+            response.extension_calls.CopyFrom(calls)
+        self._shown[(kind, key)] = True
+        return response
