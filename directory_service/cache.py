@@ -1,0 +1,204 @@
+"""Domain views kept between lookups, and the rules that keep them equal to Redis.
+
+Redis drives every invalidation (see :mod:`directory_service.invalidation`); this module
+only decides what an invalidation means for the state it holds:
+
+- a generation counter per domain (and one for the shared templates/domain settings) is
+  bumped on every invalidation; a load started before an invalidation may still answer the
+  lookup that started it, but is never installed;
+- concurrent misses of one domain share one load;
+- a precise refetch (an API write of one extension) updates the view in place; lookups of
+  that domain wait for it, so none answers the value from before the write;
+- while the subscriber is not live (starting, lost, or CONFIG refused) nothing is cached
+  and every lookup reads Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from directory_service import reader
+from directory_service.directory import DomainData, DomainView, ErrorSink, SharedData
+from directory_service.request import DirectoryRequest
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    uncached: int = 0
+
+
+class DirectoryCache:
+    def __init__(
+        self,
+        client: reader.Client,
+        default_params: Mapping[str, str],
+        on_error: ErrorSink,
+        enabled: bool = True,
+    ) -> None:
+        self.client = client
+        self.default_params = default_params
+        self.on_error = on_error
+        self.enabled = enabled
+        self.live = False
+        self.stats = CacheStats()
+        self._views: dict[str, DomainView] = {}
+        self._shared: SharedData | None = None
+        self._generation: defaultdict[str, int] = defaultdict(int)
+        self._shared_generation = 0
+        self._loading: dict[str, asyncio.Task[DomainView]] = {}
+        self._shared_loading: asyncio.Task[SharedData] | None = None
+        self._refetching: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def caching(self) -> bool:
+        return self.enabled and self.live
+
+    # -- lookups ---------------------------------------------------------------------
+
+    async def answer(self, request: DirectoryRequest) -> bytes:
+        """The document for ``request``, from cache or Redis."""
+        domain = request.domain_name
+        if not self.caching:
+            self.stats.uncached += 1
+            return await self._uncached_answer(request)
+        pending = self._refetching.get(domain)
+        if pending is not None:
+            await asyncio.shield(pending)
+        view = self._views.get(domain)
+        if view is not None and view.shared is self._shared:
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+            view = await self._view(domain)
+        return view.answer(request)
+
+    async def _uncached_answer(self, request: DirectoryRequest) -> bytes:
+        if request.kind == "user":
+            found = await reader.fetch_user(self.client, request.domain_name, request.user)
+            if found is not None:
+                data, shared = found
+                return self._new_view(data, shared).answer(request)
+        shared = await reader.load_shared(self.client)
+        data = await reader.load_domain(self.client, request.domain_name)
+        return self._new_view(data, shared).answer(request)
+
+    def _new_view(self, data: DomainData, shared: SharedData) -> DomainView:
+        return DomainView(data, shared, self.default_params, self.on_error)
+
+    async def _view(self, domain: str) -> DomainView:
+        shared = await self._shared_data()
+        view = self._views.get(domain)
+        if view is not None:
+            if view.shared is not shared:
+                view = view.with_shared(shared)
+                self._views[domain] = view
+            return view
+        task = self._loading.get(domain)
+        if task is None:
+            task = asyncio.create_task(self._load(domain, shared))
+            self._loading[domain] = task
+            task.add_done_callback(lambda done: _forget(self._loading, domain, done))
+        return await asyncio.shield(task)
+
+    async def _load(self, domain: str, shared: SharedData) -> DomainView:
+        generation = (self._generation[domain], self._shared_generation)
+        view = self._new_view(await reader.load_domain(self.client, domain), shared)
+        if self.caching and generation == (self._generation[domain], self._shared_generation):
+            self._views[domain] = view
+        return view
+
+    async def _shared_data(self) -> SharedData:
+        if self._shared is not None:
+            return self._shared
+        task = self._shared_loading
+        if task is None:
+            task = asyncio.create_task(self._load_shared())
+            self._shared_loading = task
+            task.add_done_callback(self._shared_loaded)
+        return await asyncio.shield(task)
+
+    async def _load_shared(self) -> SharedData:
+        generation = self._shared_generation
+        shared = await reader.load_shared(self.client)
+        if self.caching and generation == self._shared_generation:
+            self._shared = shared
+        return shared
+
+    def _shared_loaded(self, task: asyncio.Task[SharedData]) -> None:
+        if self._shared_loading is task:
+            self._shared_loading = None
+
+    # -- invalidation (called by the subscriber, in Redis's order) -------------------
+
+    def invalidate_domain(self, domain: str) -> None:
+        """Something changed in ``domain`` that we cannot name: reload it when asked."""
+        self._generation[domain] += 1
+        self._views.pop(domain, None)
+        self._loading.pop(domain, None)
+
+    def invalidate_shared(self) -> None:
+        """Templates or domain settings changed: reload them; keep raw extensions."""
+        self._shared_generation += 1
+        self._shared = None
+        self._shared_loading = None
+
+    def refresh_extension(self, domain: str, user_id: str) -> None:
+        """An API write changed exactly one extension: re-read only it."""
+        view = self._views.get(domain)
+        if view is None or domain in self._refetching:
+            self.invalidate_domain(domain)  # nothing to patch, or two patches racing
+            return
+        self._generation[domain] += 1
+        self._loading.pop(domain, None)
+        task = asyncio.create_task(self._refetch(domain, user_id, view))
+        self._refetching[domain] = task
+        task.add_done_callback(lambda done: _forget(self._refetching, domain, done))
+
+    async def _refetch(self, domain: str, user_id: str, view: DomainView) -> None:
+        generation = self._generation[domain]
+        try:
+            raw = await reader.fetch_extension(self.client, domain, user_id)
+        except Exception:
+            log.warning("refetch of one extension failed; domain dropped from cache")
+            self._drop_if_current(domain, view)
+            return
+        if generation == self._generation[domain] and self._views.get(domain) is view:
+            view.replace_extension(user_id, raw)
+        else:
+            self._drop_if_current(domain, view)
+
+    def _drop_if_current(self, domain: str, view: DomainView) -> None:
+        if self._views.get(domain) is view:
+            self.invalidate_domain(domain)
+
+    def go_live(self) -> None:
+        """The subscriber is listening: from now on every change reaches us."""
+        self.flush()
+        self.live = True
+
+    def go_dark(self) -> None:
+        """The subscriber lost its connection: changes may be missed, cache nothing."""
+        self.live = False
+        self.flush()
+
+    def flush(self) -> None:
+        for domain in list(self._views):
+            self.invalidate_domain(domain)
+        self._loading.clear()
+        self.invalidate_shared()
+
+
+def _forget(tasks: dict[str, asyncio.Task[_T]], key: str, task: asyncio.Task[_T]) -> None:
+    """Done-callback: unregister ``task`` unless a newer one took its place."""
+    if tasks.get(key) is task:
+        del tasks[key]

@@ -1,0 +1,110 @@
+"""The XML documents mod_xml_curl understands, rendered from parsed entries. Pure: no I/O.
+
+Every value goes through :func:`xml.sax.saxutils.quoteattr`, so a password holding
+``<&"'>``, newlines or non-ASCII text reaches FreeSWITCH exactly as stored. What XML cannot
+carry at all (control characters, unpaired surrogates, attribute names that are not XML
+names) raises :class:`~directory_service.model.ExtensionFormatError` instead of producing a
+document FreeSWITCH would misparse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from xml.sax.saxutils import quoteattr
+
+from directory_service.model import DirectoryEntry, ExtensionFormatError
+
+NOT_FOUND = (
+    b'<document type="freeswitch/xml"><section name="result">'
+    b'<result status="not found"/></section></document>'
+)
+DEFAULT_GROUP = "default"
+
+# XML 1.0 forbids these code points even as character references.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_XML_NAME = re.compile(r"[A-Za-z_][-A-Za-z0-9_.]*\Z")
+# Attributes that the document structure owns; a stored attribute must not replace them.
+_RESERVED_ATTRIBUTES = frozenset(("id",))
+
+
+def _attr(value: str) -> str:
+    if _NOT_XML.search(value):
+        raise ExtensionFormatError("a value holds a control character XML cannot carry")
+    return quoteattr(value)
+
+
+def _name_value_list(container: str, tag: str, values: Mapping[str, str]) -> str:
+    if not values:
+        return ""
+    items = "".join(
+        f"<{tag} name={_attr(name)} value={_attr(value)}/>" for name, value in values.items()
+    )
+    return f"<{container}>{items}</{container}>"
+
+
+def _user_attributes(attributes: Mapping[str, str]) -> str:
+    parts = []
+    for name, value in attributes.items():
+        if name in _RESERVED_ATTRIBUTES:
+            continue
+        if not _XML_NAME.match(name):
+            raise ExtensionFormatError(f"attribute name {name!r} is not an XML name")
+        parts.append(f" {name}={_attr(value)}")
+    return "".join(parts)
+
+
+def _document(domain: str, settings: DirectoryEntry, inner: str) -> bytes:
+    text = (
+        '<document type="freeswitch/xml"><section name="directory">'
+        f"<domain name={_attr(domain)}>"
+        f"{_name_value_list('params', 'param', settings.params)}"
+        f"{_name_value_list('variables', 'variable', settings.variables)}"
+        f"{inner}</domain></section></document>"
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ExtensionFormatError("a value is not valid Unicode text") from None
+
+
+def _groups(group: str, users: str) -> str:
+    return f"<groups><group name={_attr(group)}><users>{users}</users></group></groups>"
+
+
+def user_xml(user_id: str, entry: DirectoryEntry) -> str:
+    """One ``<user>`` element with its attributes, params and variables."""
+    return (
+        f"<user id={_attr(user_id)}{_user_attributes(entry.attributes)}>"
+        f"{_name_value_list('params', 'param', entry.params)}"
+        f"{_name_value_list('variables', 'variable', entry.variables)}</user>"
+    )
+
+
+def user_document(
+    domain: str, settings: DirectoryEntry, user_id: str, entry: DirectoryEntry
+) -> bytes:
+    """The answer to a user lookup (sip_auth, user_call, user_data, ...): the domain's
+    params/variables (FreeSWITCH fills the user's gaps from them) and the user."""
+    return _document(domain, settings, _groups(DEFAULT_GROUP, user_xml(user_id, entry)))
+
+
+def group_document(
+    domain: str, settings: DirectoryEntry, group: str, member_ids: Iterable[str]
+) -> bytes:
+    """``group_call``: members as pointers; FreeSWITCH looks each one up by id."""
+    users = "".join(f'<user id={_attr(i)} type="pointer"/>' for i in member_ids)
+    return _document(domain, settings, _groups(group, users))
+
+
+def network_list_document(
+    domain: str, settings: DirectoryEntry, cidrs: Iterable[tuple[str, str]]
+) -> bytes:
+    """``purpose=network-list``: ``(user id, cidr)`` pairs for acl.conf ``<node domain=>``."""
+    users = "".join(f"<user id={_attr(i)} cidr={_attr(c)}/>" for i, c in cidrs)
+    return _document(domain, settings, _groups(DEFAULT_GROUP, users))
+
+
+def domain_document(domain: str, settings: DirectoryEntry) -> bytes:
+    """A bare domain lookup: the domain's own params and variables."""
+    return _document(domain, settings, "")

@@ -1,0 +1,106 @@
+"""A mod_xml_curl form body, reduced to the few fields a directory answer depends on.
+
+Pure: no I/O. mod_xml_curl posts ``hostname, section, tag_name, key_name, key_value`` and
+then every header of its params event (a name may appear twice; the first one wins, as in
+FreeSWITCH's own ``switch_event_get_header``). Anything garbled yields a request that
+:attr:`DirectoryRequest.kind` classifies as ``"invalid"``, which is answered "not found":
+FreeSWITCH then refuses the lookup, it never gets a wrong user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl
+
+RequestKind = Literal["user", "group", "domain", "network-list", "gateways", "invalid"]
+
+_WANTED = frozenset(
+    (
+        "section",
+        "tag_name",
+        "key_name",
+        "key_value",
+        "key",
+        "user",
+        "domain",
+        "action",
+        "purpose",
+        "group",
+        "group_name",
+        "ip",
+    )
+)
+# FreeSWITCH's user-lookup actions that all want the same merged user document.
+USER_ACTIONS = frozenset(
+    ("sip_auth", "user_call", "message-count", "reverse-auth-lookup", "user_data", "")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryRequest:
+    section: str = ""
+    tag_name: str = ""
+    key_name: str = ""
+    key_value: str = ""
+    key: str = ""
+    user: str = ""
+    domain: str = ""
+    action: str = ""
+    purpose: str = ""
+    group: str = ""
+    ip: str = ""
+
+    @property
+    def domain_name(self) -> str:
+        """The domain FreeSWITCH searches: ``key_value`` of a ``domain/name`` lookup (what
+        ``switch_xml_locate_domain`` sends), else the ``domain`` header."""
+        if self.tag_name == "domain" and self.key_name == "name" and self.key_value:
+            return self.key_value
+        return self.domain
+
+    @property
+    def kind(self) -> RequestKind:
+        if self.section != "directory":
+            return "invalid"
+        if self.purpose == "gateways":
+            return "gateways"
+        if self.purpose == "network-list":
+            return "network-list" if self.domain_name else "invalid"
+        if not self.domain_name:
+            return "invalid"
+        if self.action == "group_call" or (self.group and not self.user):
+            return "group" if self.group else "invalid"
+        if self.user:
+            if self.action not in USER_ACTIONS or self.key not in ("id", ""):
+                return "invalid"
+            return "user"
+        if self.action or self.key:
+            return "invalid"  # a user lookup without a user
+        return "domain"
+
+    @property
+    def action_label(self) -> str:
+        """A bounded label for metrics (never a value FreeSWITCH users control)."""
+        if self.kind == "user":
+            return self.action or "user_data"
+        return self.kind
+
+
+INVALID = DirectoryRequest()
+
+
+def parse_request(body: bytes) -> DirectoryRequest:
+    """Form body -> request; never raises (garbage becomes :data:`INVALID`)."""
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=1000)
+    except (UnicodeDecodeError, ValueError):
+        return INVALID
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _WANTED and name not in fields:
+            fields[name] = value
+    group = fields.pop("group", "") or fields.pop("group_name", "")
+    fields.pop("group_name", None)
+    return DirectoryRequest(group=group, **fields)
