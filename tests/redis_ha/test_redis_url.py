@@ -1,0 +1,86 @@
+"""REDIS_URL forms for Sentinel and Cluster: parsed without any network."""
+
+from __future__ import annotations
+
+import pytest
+from redis.crc import key_slot
+
+from cti import redis_keys
+from cti.redis_client import RedisTarget, RedisUrlError, mode_of, parse_url, redacted
+
+
+def test_sentinel_url_with_everything() -> None:
+    target = parse_url(
+        "redis+sentinel://app:p%40ss%2Cword@s1:26380,s2,[::1]:26381/cti-master/3"
+        "?sentinel_password=sent&sentinel_username=watch"
+    )
+    assert target == RedisTarget(
+        mode="sentinel",
+        nodes=(("s1", 26380), ("s2", 26379), ("::1", 26381)),
+        service_name="cti-master",
+        db=3,
+        username="app",
+        password="p@ss,word",
+        sentinel_username="watch",
+        sentinel_password="sent",
+    )
+
+
+def test_sentinel_db_defaults_to_zero_and_password_only_userinfo() -> None:
+    target = parse_url("rediss+sentinel://:secret@s1/mymaster")
+    assert (target.ssl, target.db, target.username, target.password) == (
+        True,
+        0,
+        None,
+        "secret",
+    )
+
+
+def test_cluster_url_defaults_port_6379() -> None:
+    target = parse_url("redis+cluster://:pw@n1,n2:7001,n3:7002/")
+    assert target.mode == "cluster"
+    assert target.nodes == (("n1", 6379), ("n2", 7001), ("n3", 7002))
+    assert target.password == "pw"
+    assert parse_url("redis+cluster://n1/0").db == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://s1:26379", "master-name"),
+        ("redis+sentinel://s1/m/0/extra", "master-name"),
+        ("redis+sentinel://s1/m/zero", "database must be a number"),
+        ("redis+cluster://n1/2", "only database 0"),
+        ("redis+cluster://n1:notaport", "bad port"),
+        ("redis+cluster://n1:70000", "bad port"),
+        ("redis+cluster://n1,,n2", "empty host"),
+        ("redis+cluster://n1?sentinel_password=x", "not supported in cluster mode"),
+        ("redis+sentinel://s1/m?socket_timeout=1", "not supported in sentinel mode"),
+        ("redis://h:6379/0", "not a redis.sentinel"),
+    ],
+)
+def test_bad_urls_are_refused_with_the_reason(url: str, problem: str) -> None:
+    with pytest.raises(RedisUrlError, match=problem):
+        parse_url(url)
+
+
+def test_errors_never_show_passwords() -> None:
+    with pytest.raises(RedisUrlError) as caught:
+        parse_url("redis+sentinel://:topsecret@s1:bad/m?sentinel_password=alsosecret")
+    assert "topsecret" not in str(caught.value)
+    assert "alsosecret" not in str(caught.value)
+    assert redacted("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+
+
+def test_mode_of_keeps_redis_py_schemes_single() -> None:
+    assert mode_of("redis://h/0") == mode_of("rediss://h/0") == mode_of("unix:///s") == "single"
+    assert mode_of("REDIS+CLUSTER://h") == "cluster"
+    assert mode_of("rediss+sentinel://h/m") == "sentinel"
+
+
+def test_derived_keys_share_the_extensions_hash_slot() -> None:
+    """What makes one-domain transactions legal on a cluster."""
+    for domain in ("example.com", "10.0.0.1", "a:b", "xn--bcher-kva.example"):
+        slot = key_slot(redis_keys.extensions(domain).encode())
+        assert key_slot(redis_keys.aliases(domain).encode()) == slot
+        assert key_slot(redis_keys.template_refs(domain).encode()) == slot
