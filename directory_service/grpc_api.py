@@ -1,35 +1,284 @@
 """The directory gRPC API: ``cti.v1.DirectoryService`` over :mod:`directory_service.store`.
 
-Servicer methods are thin: parse the request (:mod:`directory_service.messages`), call the
-store, convert back. Domain errors are :class:`cti.grpc_server.ApiError`s, mapped to
-status codes by the shared interceptor.
+Servicer methods are thin: parse and validate the request (:mod:`~directory_service.
+validation`, :mod:`~directory_service.messages`), call the store, convert back. Errors are
+:class:`cti.grpc_server.ApiError`s, mapped to status codes by the shared interceptor.
+Writes stop retrying when the call's deadline has passed.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
+from cti import redis_client
 from cti.config import Settings
 from cti.grpc_server import build_server
-from cti.v1 import directory_pb2_grpc
+from cti.v1 import directory_pb2, directory_pb2_grpc
+from directory_service import messages, validation
+from directory_service.errors import invalid_argument
+from directory_service.model import DirectoryEntry
+from directory_service.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
+from directory_service.store import DirectoryStore
 
 SERVICE_NAME = "cti.v1.DirectoryService"
 ERROR_DOMAIN = "directory.cti"
+MAX_BATCH = 50_000
+EXTENSION_PATHS = ("params", "variables", "attributes", "template", "password")
+SETTINGS_PATHS = ("params", "variables", "attributes")
+DOMAIN_PATHS = ("params", "variables")
+
+Context = Any  # grpc.ServicerContext (grpc ships no type stubs)
+
+
+def _deadline(context: Context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore[misc]
-    """Placeholder until the methods land: every call answers UNIMPLEMENTED."""
+    def __init__(self, store: DirectoryStore, store_a1_hash: bool) -> None:
+        self.store = store
+        self.store_a1_hash = store_a1_hash
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    # -----------------------------------------------------------------------------------
+    # Extensions
+
+    def GetExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+        domain, extension_id = validation.parse_extension_name(request.name, "name")
+        return messages.extension_message(self.store.get_extension(domain, extension_id))
+
+    def ListExtensions(
+        self, request: Any, context: Context
+    ) -> directory_pb2.ListExtensionsResponse:
+        domain = validation.parse_domain_name(request.parent, "parent", allow_all=True)
+        template = (
+            validation.parse_template_name(request.template, "template", allow_bare=True)
+            if request.template
+            else ""
+        )
+        size = messages.page_size(request.page_size)
+        query = {"parent": request.parent, "template": template, "id_prefix": request.id_prefix}
+        position = messages.decode_token(request.page_token, query, 2)
+        page, next_position = self.store.list_extensions(
+            None if domain == validation.ALL_DOMAINS else domain,
+            (position[0], position[1]) if position else None,
+            size,
+            template,
+            request.id_prefix,
+        )
+        return directory_pb2.ListExtensionsResponse(
+            extensions=[messages.extension_message(e) for e in page],
+            next_page_token=messages.encode_token(query, next_position) if next_position else "",
+        )
+
+    def _new_extension(
+        self, domain: str, extension_id: str, message: Any, field: str
+    ) -> tuple[DirectoryEntry, str]:
+        """A validated entry ready to store, and the password to return (generated)."""
+        entry = messages.entry_from_message(message, field, with_template=True)
+        validation.check_extension_input(entry, field)
+        generated = ""
+        if message.password:
+            password = validation.check_password(message.password, f"{field}.password")
+        elif entry.params.get(A1_HASH):
+            return entry, ""
+        else:
+            password = generated = generate_password()
+        secret = secret_params(extension_id, domain, password, self.store_a1_hash)
+        return messages.with_secret(entry, secret), generated
+
+    def CreateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+        domain = validation.parse_domain_name(request.parent, "parent")
+        extension_id = validation.check_extension_id(request.extension_id, "extension_id")
+        entry, generated = self._new_extension(domain, extension_id, request.extension, "extension")
+        (stored,) = self.store.create_extensions(
+            domain, [(extension_id, entry)], _deadline(context)
+        )
+        return messages.extension_message(stored, generated)
+
+    def BatchCreateExtensions(
+        self, request: Any, context: Context
+    ) -> directory_pb2.BatchCreateExtensionsResponse:
+        domain = validation.parse_domain_name(request.parent, "parent")
+        has_range = request.HasField("range")
+        if has_range == bool(request.requests):
+            raise invalid_argument("requests", "give either requests or range (exactly one)")
+        items: list[tuple[str, DirectoryEntry, str]] = []
+        if has_range:
+            prototype = request.range.prototype
+            if prototype.password:
+                raise invalid_argument(
+                    "range.prototype.password", "passwords are generated per extension"
+                )
+            if prototype.attributes.get("number-alias"):
+                raise invalid_argument(
+                    "range.prototype.attributes.number-alias", "an alias must be unique"
+                )
+            ids = validation.range_ids(request.range.first, request.range.last, "range", MAX_BATCH)
+            base = messages.entry_from_message(prototype, "range.prototype", with_template=True)
+            validation.check_extension_input(base, "range.prototype")
+            if base.params.get(A1_HASH):
+                raise invalid_argument("range.prototype.params.a1-hash", "differs per extension")
+            for extension_id in ids:
+                password = generate_password()
+                secret = secret_params(extension_id, domain, password, self.store_a1_hash)
+                items.append((extension_id, messages.with_secret(base, secret), password))
+        else:
+            if len(request.requests) > MAX_BATCH:
+                raise invalid_argument("requests", f"at most {MAX_BATCH} extensions per call")
+            for index, item in enumerate(request.requests):
+                field = f"requests[{index}]"
+                if item.parent and item.parent != request.parent:
+                    raise invalid_argument(f"{field}.parent", "must be empty or equal to parent")
+                extension_id = validation.check_extension_id(
+                    item.extension_id, f"{field}.extension_id"
+                )
+                entry, generated = self._new_extension(
+                    domain, extension_id, item.extension, f"{field}.extension"
+                )
+                items.append((extension_id, entry, generated))
+        stored = self.store.create_extensions(
+            domain, [(i, e) for i, e, _ in items], _deadline(context)
+        )
+        return directory_pb2.BatchCreateExtensionsResponse(
+            extensions=[
+                messages.extension_message(s, password)
+                for s, (_, _, password) in zip(stored, items, strict=True)
+            ]
+        )
+
+    def UpdateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+        message = request.extension
+        domain, extension_id = validation.parse_extension_name(message.name, "extension.name")
+        paths = messages.mask_paths(request.update_mask.paths, message, EXTENSION_PATHS)
+        incoming = messages.entry_from_message(message, "extension", with_template=True)
+        validation.check_extension_input(incoming, "extension")
+        secret: dict[str, str] | None = None
+        if "password" in paths:
+            password = validation.check_password(message.password, "extension.password")
+            secret = secret_params(extension_id, domain, password, self.store_a1_hash)
+        section_paths = [p for p in paths if p != "password"]
+
+        def change(old: DirectoryEntry) -> DirectoryEntry:
+            new = messages.apply_mask(old, incoming, section_paths, keep_params=SECRET_PARAMS)
+            if secret is not None:
+                new = messages.with_secret(new, secret)
+            validation.check_extension(new, "extension")
+            return new
+
+        stored = self.store.update_extension(
+            domain, extension_id, change, message.etag, _deadline(context)
+        )
+        return messages.extension_message(stored)
+
+    def DeleteExtension(self, request: Any, context: Context) -> empty_pb2.Empty:
+        domain, extension_id = validation.parse_extension_name(request.name, "name")
+        self.store.delete_extension(domain, extension_id, request.etag, _deadline(context))
+        return empty_pb2.Empty()
+
+    # -----------------------------------------------------------------------------------
+    # Templates
+
+    def GetExtensionTemplate(self, request: Any, context: Context) -> Any:
+        template = validation.parse_template_name(request.name, "name")
+        return messages.template_message(self.store.get_template(template))
+
+    def ListExtensionTemplates(self, request: Any, context: Context) -> Any:
+        size = messages.page_size(request.page_size)
+        position = messages.decode_token(request.page_token, {"list": "templates"}, 1)
+        page, last = self.store.list_templates(position[0] if position else "", size)
+        return directory_pb2.ListExtensionTemplatesResponse(
+            extension_templates=[messages.template_message(t) for t in page],
+            next_page_token=messages.encode_token({"list": "templates"}, [last]) if last else "",
+        )
+
+    def CreateExtensionTemplate(self, request: Any, context: Context) -> Any:
+        template = validation.check_template_id(
+            request.extension_template_id, "extension_template_id"
+        )
+        entry = messages.entry_from_message(request.extension_template, "extension_template")
+        validation.check_template(entry, "extension_template")
+        stored = self.store.create_template(template, entry, _deadline(context))
+        return messages.template_message(stored)
+
+    def UpdateExtensionTemplate(self, request: Any, context: Context) -> Any:
+        message = request.extension_template
+        template = validation.parse_template_name(message.name, "extension_template.name")
+        paths = messages.mask_paths(request.update_mask.paths, message, SETTINGS_PATHS)
+        incoming = messages.entry_from_message(message, "extension_template")
+        change = self._settings_change(
+            incoming, paths, validation.check_template, "extension_template"
+        )
+        stored = self.store.update_template(template, change, message.etag, _deadline(context))
+        return messages.template_message(stored)
+
+    def DeleteExtensionTemplate(self, request: Any, context: Context) -> empty_pb2.Empty:
+        template = validation.parse_template_name(request.name, "name")
+        self.store.delete_template(template, request.etag, _deadline(context))
+        return empty_pb2.Empty()
+
+    @staticmethod
+    def _settings_change(
+        incoming: DirectoryEntry,
+        paths: list[str],
+        check: Callable[[DirectoryEntry, str], None],
+        field: str,
+    ) -> Callable[[DirectoryEntry], DirectoryEntry]:
+        def change(old: DirectoryEntry) -> DirectoryEntry:
+            new = messages.apply_mask(old, incoming, paths)
+            check(new, field)
+            return new
+
+        return change
+
+    # -----------------------------------------------------------------------------------
+    # Domains
+
+    def GetDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+        domain = validation.parse_domain_name(request.name, "name")
+        return messages.domain_message(self.store.get_domain(domain))
+
+    def ListDomains(self, request: Any, context: Context) -> directory_pb2.ListDomainsResponse:
+        size = messages.page_size(request.page_size)
+        position = messages.decode_token(request.page_token, {"list": "domains"}, 1)
+        page, last = self.store.list_domains(position[0] if position else "", size)
+        return directory_pb2.ListDomainsResponse(
+            domains=[messages.domain_message(d) for d in page],
+            next_page_token=messages.encode_token({"list": "domains"}, [last]) if last else "",
+        )
+
+    def CreateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+        domain = validation.check_domain(request.domain_id, "domain_id")
+        entry = messages.entry_from_message(request.domain, "domain")
+        validation.check_domain_settings(entry, "domain")
+        return messages.domain_message(self.store.create_domain(domain, entry, _deadline(context)))
+
+    def UpdateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+        message = request.domain
+        domain = validation.parse_domain_name(message.name, "domain.name")
+        paths = messages.mask_paths(request.update_mask.paths, message, DOMAIN_PATHS)
+        incoming = messages.entry_from_message(message, "domain")
+        change = self._settings_change(incoming, paths, validation.check_domain_settings, "domain")
+        stored = self.store.update_domain(domain, change, message.etag, _deadline(context))
+        return messages.domain_message(stored)
+
+    def DeleteDomain(self, request: Any, context: Context) -> empty_pb2.Empty:
+        domain = validation.parse_domain_name(request.name, "name")
+        self.store.delete_domain(domain, request.etag, _deadline(context))
+        return empty_pb2.Empty()
 
 
 def create_grpc_server(settings: Settings, **options: Any) -> grpc.Server:
     """The directory gRPC server, bound to ``settings.directory.grpc.listen``, not started.
-    ``server.stop(grace)`` reports NOT_SERVING, then drains (see :mod:`cti.grpc_server`)."""
-    api = DirectoryApi(settings)
+    ``server.stop(grace)`` reports NOT_SERVING, then drains (see :mod:`cti.grpc_server`).
+    Options go to :func:`cti.grpc_server.build_server` (``max_workers``, ``options``)."""
+    store = DirectoryStore(redis_client.connect(settings.redis_url))
+    api = DirectoryApi(store, settings.directory.store_a1_hash)
     return build_server(
         settings.directory.grpc,
         [SERVICE_NAME],

@@ -1,0 +1,264 @@
+"""Pure checks of names and values written through the directory API.
+
+Each failure is an INVALID_ARGUMENT :class:`~cti.grpc_server.ApiError` naming the field
+(``extension.params.auth-acl``), so an operator knows what to fix. Nothing here touches
+Redis: conflicts (ALREADY_EXISTS) and missing templates (FAILED_PRECONDITION) are decided
+by :mod:`directory_service.store`, which sees the stored state.
+
+``user-agent-filter`` is compiled with Python's :mod:`re`. FreeSWITCH uses PCRE; the two
+agree on the syntax operators write in practice (classes, groups, alternation, anchors,
+quantifiers). A pattern using a PCRE-only construct (possessive quantifiers, ``\\K``,
+recursion) is refused here even though FreeSWITCH would take it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+
+from directory_service.errors import invalid_argument
+from directory_service.model import DirectoryEntry
+from directory_service.passwords import A1_HASH, PASSWORD, SECRET_PARAMS
+
+EXTENSION_ID = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
+ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+TEMPLATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DOMAIN_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+MAP_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")
+ACL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+A1_HASH_VALUE = re.compile(r"[0-9a-f]{32}")
+POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
+MILLISECONDS = re.compile(r"[0-9]{1,12}")
+MAX_VALUE_LENGTH = 4096
+
+EXTENSIONS_COLLECTION = "extensions"
+TEMPLATE_PREFIX = "templates/"
+DOMAIN_PREFIX = "domains/"
+ALL_DOMAINS = "-"
+
+
+# ---------------------------------------------------------------------------------------
+# Resource names
+
+
+def check_domain(domain: str, field: str) -> str:
+    """A DNS name or an IP address (the SIP domain, also the digest realm)."""
+    if not domain:
+        raise invalid_argument(field, "a domain is required")
+    if len(domain) > 253:
+        raise invalid_argument(field, "domain longer than 253 characters")
+    try:
+        ipaddress.ip_address(domain)
+        return domain
+    except ValueError:
+        pass
+    if not all(DOMAIN_LABEL.fullmatch(label) for label in domain.split(".")):
+        raise invalid_argument(
+            field, f"{domain!r} is not a domain name (letters, digits, '-', labels joined by '.')"
+        )
+    return domain
+
+
+def check_extension_id(extension_id: str, field: str) -> str:
+    if not EXTENSION_ID.fullmatch(extension_id):
+        raise invalid_argument(
+            field,
+            f"{extension_id!r} is not an extension id: 1-64 of lower-case letters, digits and "
+            "'._+-', starting with a letter or digit (FreeSWITCH matches ids "
+            "case-insensitively, so ids are kept lower-case)",
+        )
+    return extension_id
+
+
+def check_template_id(template: str, field: str) -> str:
+    if not TEMPLATE_ID.fullmatch(template):
+        raise invalid_argument(
+            field, f"{template!r} is not a template id: 1-64 of letters, digits and '._-'"
+        )
+    return template
+
+
+def parse_domain_name(name: str, field: str, allow_all: bool = False) -> str:
+    """``domains/{domain}`` -> domain (``-`` = every domain, when ``allow_all``)."""
+    if not name.startswith(DOMAIN_PREFIX):
+        raise invalid_argument(field, f"{name!r} is not a domain name (domains/{{domain}})")
+    domain = name[len(DOMAIN_PREFIX) :]
+    if allow_all and domain == ALL_DOMAINS:
+        return domain
+    return check_domain(domain, field)
+
+
+def parse_extension_name(name: str, field: str) -> tuple[str, str]:
+    """``domains/{domain}/extensions/{extension}`` -> (domain, extension id)."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "domains" or parts[2] != EXTENSIONS_COLLECTION:
+        raise invalid_argument(
+            field, f"{name!r} is not an extension name (domains/{{domain}}/extensions/{{id}})"
+        )
+    return check_domain(parts[1], field), check_extension_id(parts[3], field)
+
+
+def parse_template_name(name: str, field: str, allow_bare: bool = False) -> str:
+    """``templates/{template}`` -> template id; a bare id too when ``allow_bare``."""
+    if name.startswith(TEMPLATE_PREFIX):
+        return check_template_id(name[len(TEMPLATE_PREFIX) :], field)
+    if allow_bare:
+        return check_template_id(name, field)
+    raise invalid_argument(field, f"{name!r} is not a template name (templates/{{template}})")
+
+
+def extension_name(domain: str, extension_id: str) -> str:
+    return f"{DOMAIN_PREFIX}{domain}/{EXTENSIONS_COLLECTION}/{extension_id}"
+
+
+def domain_name(domain: str) -> str:
+    return f"{DOMAIN_PREFIX}{domain}"
+
+
+def template_name(template: str) -> str:
+    return f"{TEMPLATE_PREFIX}{template}"
+
+
+# ---------------------------------------------------------------------------------------
+# Values
+
+
+def check_password(password: str, field: str) -> str:
+    if not password:
+        raise invalid_argument(field, "must not be empty (an empty password lets anyone in)")
+    if len(password) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise invalid_argument(field, "at most 256 printable characters")
+    return password
+
+
+def check_auth_acl(value: str, field: str) -> None:
+    """Comma-separated CIDR networks or named ACL lists; a bare address needs its /32."""
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        if "/" in item:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise invalid_argument(
+                    field, f"{item!r} is not a CIDR network (e.g. 192.168.0.100/32)"
+                ) from None
+            continue
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            pass
+        else:
+            raise invalid_argument(field, f"{item!r}: write an address as CIDR ({item}/32)")
+        if not ACL_NAME.fullmatch(item):
+            raise invalid_argument(field, f"{item!r} is neither a CIDR network nor an ACL name")
+
+
+def check_user_agent_filter(value: str, field: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise invalid_argument(field, f"not a valid regular expression: {exc}") from None
+
+
+def _check_map(values: Mapping[str, str], field: str) -> None:
+    for key, value in values.items():
+        if not MAP_KEY.fullmatch(key):
+            raise invalid_argument(
+                f"{field}.{key}" if key else field,
+                f"{key!r} is not a valid name (letters, digits and '_.:+-', at most 128)",
+            )
+        if len(value) > MAX_VALUE_LENGTH or "\x00" in value:
+            raise invalid_argument(
+                f"{field}.{key}", f"at most {MAX_VALUE_LENGTH} characters, no NUL"
+            )
+
+
+def _check_params(params: Mapping[str, str], field: str) -> None:
+    _check_map(params, field)
+    if "auth-acl" in params:
+        check_auth_acl(params["auth-acl"], f"{field}.auth-acl")
+    if params.get("user-agent-filter"):
+        check_user_agent_filter(params["user-agent-filter"], f"{field}.user-agent-filter")
+    limit = params.get("max-registrations-per-extension")
+    if limit is not None and not POSITIVE_INT.fullmatch(limit):
+        raise invalid_argument(
+            f"{field}.max-registrations-per-extension", f"{limit!r} is not a positive integer"
+        )
+
+
+def _check_attributes(attributes: Mapping[str, str], field: str) -> None:
+    _check_map(attributes, field)
+    cacheable = attributes.get("cacheable", "")
+    if cacheable and cacheable != "true" and not MILLISECONDS.fullmatch(cacheable):
+        raise invalid_argument(
+            f"{field}.cacheable",
+            f"{cacheable!r}: milliseconds or 'true' (FreeSWITCH caches any other value forever)",
+        )
+    alias = attributes.get("number-alias", "")
+    if alias and not ALIAS.fullmatch(alias):
+        raise invalid_argument(
+            f"{field}.number-alias",
+            f"{alias!r} is not an alias: 1-64 of letters, digits and '._+-'",
+        )
+    if "id" in attributes:
+        raise invalid_argument(f"{field}.id", "the id is the extension's name, not an attribute")
+
+
+def check_extension_input(entry: DirectoryEntry, field: str) -> None:
+    """An extension as a client sends it: secrets only through ``password`` (an a1-hash
+    computed elsewhere may be given as ``params.a1-hash``)."""
+    if PASSWORD in entry.params:
+        raise invalid_argument(f"{field}.params.password", "set the password field instead")
+    check_extension(entry, field)
+
+
+def check_extension(entry: DirectoryEntry, field: str) -> None:
+    """An extension as it will be stored."""
+    _check_params(entry.params, f"{field}.params")
+    _check_map(entry.variables, f"{field}.variables")
+    _check_attributes(entry.attributes, f"{field}.attributes")
+    a1 = entry.params.get(A1_HASH)
+    if a1 is not None and not A1_HASH_VALUE.fullmatch(a1):
+        raise invalid_argument(f"{field}.params.a1-hash", "32 lower-case hex digits (an md5)")
+    if entry.template:
+        check_template_id(entry.template, f"{field}.template")
+
+
+def check_template(entry: DirectoryEntry, field: str) -> None:
+    """Shared defaults: no secrets and no alias (they must differ per extension)."""
+    for secret in SECRET_PARAMS:
+        if secret in entry.params:
+            raise invalid_argument(f"{field}.params.{secret}", "a template cannot hold secrets")
+    if "number-alias" in entry.attributes:
+        raise invalid_argument(
+            f"{field}.attributes.number-alias", "an alias must be unique: not in a template"
+        )
+    if entry.template:
+        raise invalid_argument(f"{field}.template", "templates do not nest")
+    check_extension(entry, field)
+
+
+def check_domain_settings(entry: DirectoryEntry, field: str) -> None:
+    for secret in SECRET_PARAMS:
+        if secret in entry.params:
+            raise invalid_argument(f"{field}.params.{secret}", "a domain cannot hold secrets")
+    _check_params(entry.params, f"{field}.params")
+    _check_map(entry.variables, f"{field}.variables")
+
+
+def range_ids(first: str, last: str, field: str, limit: int) -> list[str]:
+    """``"1000"``..``"1999"`` -> the ids, zero padding kept; at most ``limit``."""
+    if not (first.isdigit() and last.isdigit() and first.isascii() and last.isascii()):
+        raise invalid_argument(f"{field}.first", "first and last must be decimal numbers")
+    if len(first) != len(last):
+        raise invalid_argument(
+            f"{field}.last", "first and last must have the same number of digits"
+        )
+    low, high = int(first), int(last)
+    if high < low:
+        raise invalid_argument(f"{field}.last", "last is before first")
+    if high - low + 1 > limit:
+        raise invalid_argument(f"{field}.last", f"at most {limit} extensions per call")
+    return [str(n).zfill(len(first)) for n in range(low, high + 1)]
