@@ -1,0 +1,107 @@
+"""Composition root of the event service: builds every part from the settings and runs
+them until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from cti import redis_client
+from cti.config import ConfigError, Settings, load_settings
+from cti.logs import configure_logging
+from event_service import metrics
+from event_service.flush import ChangeFlusher
+from event_service.lease import replica_id
+from event_service.worker import NodeWorker
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0
+
+
+class EventService:
+    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.stop_event = stop or threading.Event()
+        self.client = redis_client.connect(settings.redis_url)
+        self.owner = replica_id()
+        self.workers = [
+            NodeWorker(node, settings.events, self.client, self.owner, self.stop_event)
+            for node in settings.events.nodes
+        ]
+        self.flusher = ChangeFlusher(settings.redis_url, self._flush_all, self.stop_event)
+        self.grpc_server: Any = None
+
+    def _flush_all(self, commands: Sequence[tuple[str, str]]) -> None:
+        for worker in self.workers:
+            for command, argument in commands:
+                worker.flush(command, argument)
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+        self.flusher.start()
+        self.grpc_server = _grpc_server(self.settings)
+        if self.grpc_server is not None:
+            self.grpc_server.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.grpc_server is not None:
+            self.grpc_server.stop(GRACE_SECONDS).wait()
+        for worker in self.workers:
+            worker.join(timeout=GRACE_SECONDS)
+        self.flusher.join(timeout=GRACE_SECONDS)
+        self.client.close()
+
+
+def _grpc_server(settings: Settings) -> Any:
+    """The read/watch API (``event_service.grpc_api``, built separately)."""
+    try:
+        from event_service import grpc_api
+    except ImportError as exc:
+        log.warning("gRPC API not available", extra={"error": str(exc)})
+        return None
+    return grpc_api.create_grpc_server(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m event_service",
+        description="FreeSWITCH registration and call state -> Redis (and gRPC).",
+    )
+    parser.add_argument("--config", help="cti.json path (default: $CTI_CONFIG or ./cti.json)")
+    args = parser.parse_args(argv)
+    configure_logging("events")
+    try:
+        settings = load_settings(args.config, service="events")
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    service = EventService(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    metrics.serve(settings.events.metrics_listen)
+    service.start()
+    log.info(
+        "event service started",
+        extra={
+            "nodes": [n.address for n in settings.events.nodes],
+            "grpc": settings.events.grpc.listen,
+            "metrics": settings.events.metrics_listen,
+        },
+    )
+    service.stop_event.wait()
+    service.stop()
+    log.info("event service stopped")
+    return 0

@@ -1,0 +1,73 @@
+"""Directory change events -> ``xml_flush_cache`` on every FreeSWITCH we consume.
+
+FreeSWITCH caches a ``cacheable`` user per key (id and alias cached separately) until it is
+told to forget it, so each committed directory write must reach it. An extension change
+flushes each of its ids (``xml_flush_cache id <user> <domain>``); a template or domain
+change may affect any user, so it flushes the whole cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import redis
+
+from cti import redis_client, redis_keys
+from cti.changes import DirectoryChange
+
+log = logging.getLogger(__name__)
+
+
+def flush_commands(change: DirectoryChange) -> list[tuple[str, str]]:
+    """(api command, argument) pairs for one change (pure)."""
+    if change.kind == "extension" and change.domain and change.flush_ids():
+        return [("xml_flush_cache", f"id {user} {change.domain}") for user in change.flush_ids()]
+    return [("xml_flush_cache", "")]
+
+
+class ChangeFlusher(threading.Thread):
+    """Subscribes to the change channel and hands each flush to ``send`` (every node)."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        send: Callable[[Sequence[tuple[str, str]]], None],
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name="directory-flush", daemon=True)
+        self.redis_url = redis_url
+        self.send = send
+        self.stop_event = stop
+        self.subscribed = threading.Event()
+
+    def run(self) -> None:
+        warned = False
+        while not self.stop_event.is_set():
+            client = redis_client.connect(self.redis_url)
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(redis_keys.DIRECTORY_CHANGES_CHANNEL)
+                self.subscribed.set()
+                warned = False
+                while not self.stop_event.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        self._handle(message["data"])
+            except redis.RedisError as exc:
+                self.subscribed.clear()
+                if not warned:
+                    log.warning("change subscription lost, retrying", extra={"error": str(exc)})
+                    warned = True
+                self.stop_event.wait(1.0)
+            finally:
+                client.close()
+
+    def _handle(self, payload: bytes) -> None:
+        try:
+            change = DirectoryChange.from_json(payload)
+        except ValueError as exc:
+            log.warning("ignoring a malformed change event", extra={"error": str(exc)})
+            return
+        self.send(flush_commands(change))

@@ -1,0 +1,191 @@
+"""Redis I/O of the event state: load what a batch touches, write its changes atomically.
+
+One :meth:`StateStore.apply` = WATCH the keys it reads (+ the node's lease), read the
+fields the batch needs, fold the batch (:mod:`event_service.state`, pure), then one
+MULTI/EXEC with every HSET/HDEL, PUBLISH, LPUSH+LTRIM and XADD. Another replica or node
+writing the same keys in between makes EXEC fail and the batch is re-read and re-folded;
+a lost lease raises :class:`LeaseLost` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from cti import redis_keys
+from cti.config import EventSettings
+from event_service import calls, metrics, registrations
+from event_service.lease import Lease
+from event_service.state import (
+    ChannelRef,
+    IndexWrite,
+    Operation,
+    Rules,
+    StateChange,
+    StateView,
+    call_fields,
+    needs,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 20
+
+
+class LeaseLost(Exception):
+    """Another replica owns this node now; stop consuming it."""
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """What Redis says one node holds (for reconcile)."""
+
+    devices: dict[str, dict[str, registrations.Device]]
+    """registration field -> this node's devices (device id -> device)."""
+    channels: dict[str, ChannelRef]
+    """uuid -> ref, this node's live channels only."""
+
+
+class StateStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: EventSettings,
+        node: str,
+        lease: Lease | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.node = node
+        self.lease = lease
+        self.rules = Rules(
+            node=node,
+            key_with_domain=settings.key_with_domain,
+            fields=settings.call.fields,
+            modes=dict(settings.multiple_registrations),
+        )
+        self.registration_hash = settings.registration.hash
+        self.call_hash = settings.call.hash
+        self.devices_key = redis_keys.registration_devices(self.registration_hash)
+        self.channels_key = redis_keys.call_channels(self.call_hash)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def apply(self, operations: Sequence[Operation]) -> int:
+        """Apply a batch; returns how many ``registrations``/``calls`` fields changed."""
+        if not operations:
+            return 0
+        watched = [self.devices_key, self.channels_key, self.call_hash]
+        if self.lease is not None:
+            watched.append(self.lease.key)
+        for _ in range(MAX_ATTEMPTS):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*watched)  # type: ignore[no-untyped-call]
+                    view = self._load(pipe, operations)
+                    for op in operations:
+                        view.apply(op)
+                    if not view.changes:
+                        return 0
+                    pipe.multi()
+                    list_pushes = self._queue(pipe, view.changes)
+                    results = pipe.execute()
+                except redis.WatchError:
+                    metrics.WRITE_CONFLICTS.labels(self.node).inc()
+                    continue
+            self._count_dropped(list_pushes, results)
+            return view.state_changes
+        raise RuntimeError(f"gave up writing after {MAX_ATTEMPTS} conflicting attempts")
+
+    def _load(self, pipe: redis.client.Pipeline, operations: Sequence[Operation]) -> StateView:
+        if self.lease is not None:
+            holder: bytes | None = pipe.get(self.lease.key)  # type: ignore[assignment]
+            if not self.lease.held_by_us(holder):
+                raise LeaseLost(self.node)
+        wanted = needs(operations, self.rules)
+        device_fields = sorted(wanted.devices)
+        uuids = sorted(wanted.channels)
+        devices = {}
+        if device_fields:
+            raw = pipe.hmget(self.devices_key, device_fields)
+            devices = {f: registrations.decode(v) for f, v in zip(device_fields, raw, strict=True)}
+        refs: dict[str, ChannelRef | None] = {}
+        if uuids:
+            raw = pipe.hmget(self.channels_key, uuids)
+            refs = {u: ChannelRef.from_json(v) for u, v in zip(uuids, raw, strict=True)}
+        record_fields = sorted(call_fields(operations, refs, self.rules))
+        records: dict[str, calls.CallRecord | None] = {}
+        if record_fields:
+            raw = pipe.hmget(self.call_hash, record_fields)
+            records = {f: calls.decode(v) for f, v in zip(record_fields, raw, strict=True)}
+        return StateView(self.rules, devices, records, refs)
+
+    def _queue(
+        self, pipe: redis.client.Pipeline, changes: Sequence[StateChange | IndexWrite]
+    ) -> list[tuple[int, str, int]]:
+        """Queue the commands; returns (result index, list, max) of each LPUSH."""
+        pushes: list[tuple[int, str, int]] = []
+        position = 0  # index of the next command's result in EXEC's reply
+        for change in changes:
+            if isinstance(change, IndexWrite):
+                key = self.devices_key if change.index == "devices" else self.channels_key
+                if change.value is None:
+                    pipe.hdel(key, change.field)
+                else:
+                    pipe.hset(key, change.field, change.value)
+                position += 1
+                continue
+            target = (
+                self.settings.registration if change.kind == "registration" else self.settings.call
+            )
+            if change.value is None:
+                pipe.hdel(target.hash, change.field)
+            else:
+                pipe.hset(target.hash, change.field, change.value)
+            position += 1
+            if target.channel:
+                pipe.publish(target.channel, change.payload)
+                position += 1
+            if target.list:
+                pipe.lpush(target.list, change.payload)
+                pushes.append((position, target.list, target.list_max))
+                pipe.ltrim(target.list, 0, target.list_max - 1)
+                position += 2
+            pipe.xadd(
+                redis_keys.EVENTS_LOG_STREAM,
+                {
+                    "kind": change.kind,
+                    "op": "delete" if change.value is None else "set",
+                    "key": change.field,
+                    "value": change.value or "",
+                    "node": self.node,
+                },
+                maxlen=redis_keys.EVENTS_LOG_MAXLEN,
+                approximate=True,
+            )
+            position += 1
+        return pushes
+
+    def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:
+        for index, name, limit in pushes:
+            length = results[index]
+            if isinstance(length, int) and length > limit:
+                metrics.LIST_DROPPED.labels(name).inc(length - limit)
+
+    # -- reading for reconcile ------------------------------------------------------------
+
+    def snapshot(self) -> NodeSnapshot:
+        devices: dict[str, dict[str, registrations.Device]] = {}
+        for key, raw in self.client.hscan_iter(self.devices_key, count=1000):
+            mine = {i: d for i, d in registrations.decode(raw).items() if d.node == self.node}
+            if mine:
+                devices[key.decode()] = mine
+        channels: dict[str, ChannelRef] = {}
+        for uuid, raw in self.client.hscan_iter(self.channels_key, count=1000):
+            ref = ChannelRef.from_json(raw)
+            if ref is not None and ref.node == self.node:
+                channels[uuid.decode()] = ref
+        return NodeSnapshot(devices, channels)

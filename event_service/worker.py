@@ -1,0 +1,265 @@
+"""One thread per FreeSWITCH node: lease -> connect -> subscribe -> reconcile -> read loop.
+
+The loop reads what the socket has (a batch when events queue up), folds it and writes it
+in one transaction, renews the lease, sends queued ``api`` commands (cache flushes), and
+watches for silence (FreeSWITCH sends HEARTBEAT every 20 s) and for a new ``Core-UUID``
+(a FreeSWITCH restart: reconcile). Any connection problem -> close, back off, retry; the
+"cannot reach" warning is logged once per outage, not once per attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from cti.config import EslNode, EventSettings
+from event_service import metrics, reconcile
+from event_service.esl import EslConnection, EslDisconnected, EslUnavailable
+from event_service.events import (
+    SUBSCRIPTION,
+    ChannelEvent,
+    Heartbeat,
+    RegistrationEvent,
+    classify,
+    parse_plain,
+)
+from event_service.lease import Lease
+from event_service.state import Operation
+from event_service.store import LeaseLost, StateStore
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+RECONCILE_CHUNK = 500
+POLL_MS = 200
+
+
+class Backoff:
+    def __init__(self, first: float = 0.2, limit: float = 10.0) -> None:
+        self.first, self.limit, self.current = first, limit, first
+
+    def next(self) -> float:
+        delay, self.current = self.current, min(self.current * 2, self.limit)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+class NodeWorker(threading.Thread):
+    def __init__(
+        self,
+        node: EslNode,
+        settings: EventSettings,
+        client: redis.Redis,
+        owner: str,
+        stop: threading.Event,
+        connect: Callable[[EslNode], EslConnection] = EslConnection,
+    ) -> None:
+        super().__init__(name=f"esl-{node.address}", daemon=True)
+        self.node = node
+        self.address = node.address
+        self.settings = settings
+        self.stop_event = stop
+        self.lease = Lease(client, self.address, owner, settings.lease_seconds)
+        self.store = StateStore(client, settings, self.address, self.lease)
+        self.connect = connect
+        self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.connected = threading.Event()
+        self.core_uuid = ""
+        self.reconciles = 0
+        self._warned = False
+        self._holding = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self.stop_event.is_set():
+            try:
+                if not self.lease.acquire():
+                    self._holding = False
+                    self.stop_event.wait(self.lease.renew_interval)
+                    continue
+                if not self._holding:
+                    log.info("consuming FreeSWITCH node", extra={"node": self.address})
+                    self._holding = True
+                self._consume(backoff)
+            except EslUnavailable:
+                self._once(f"cannot reach FreeSWITCH at {self.address}, retrying")
+                self.stop_event.wait(backoff.next())
+            except EslDisconnected as exc:
+                log.warning(
+                    "event socket lost, reconnecting", extra={"node": self.address, "why": str(exc)}
+                )
+                self.stop_event.wait(backoff.next())
+            except LeaseLost:
+                log.warning("lease taken over by another replica", extra={"node": self.address})
+                self._holding = False
+            except redis.RedisError as exc:
+                self._once(f"cannot reach Redis ({exc.__class__.__name__}), retrying")
+                self.stop_event.wait(backoff.next())
+            except Exception:
+                log.exception("node worker failed; restarting it", extra={"node": self.address})
+                self.stop_event.wait(backoff.next())
+        with contextlib.suppress(redis.RedisError):
+            self.lease.release()
+
+    def _once(self, message: str) -> None:
+        if not self._warned:
+            log.warning(message, extra={"node": self.address})
+            self._warned = True
+
+    def flush(self, command: str, argument: str) -> None:
+        """Queue an ``api`` command for this node (sent between reads by its thread)."""
+        if self.connected.is_set():
+            self.commands.put((command, argument))
+
+    # -- one connection -------------------------------------------------------------------
+
+    def _consume(self, backoff: Backoff) -> None:
+        conn = self.connect(self.node)
+        conn.open()
+        try:
+            conn.subscribe(SUBSCRIPTION)
+            metrics.RECONNECTS.labels(self.address).inc()
+            if self._warned:
+                log.info("FreeSWITCH reachable again", extra={"node": self.address})
+            self._warned = False
+            self.core_uuid = ""
+            self.reconcile(conn)
+            self.connected.set()
+            metrics.CONNECTED.labels(self.address).set(1)
+            backoff.reset()
+            self._read_loop(conn)
+        finally:
+            self.connected.clear()
+            metrics.CONNECTED.labels(self.address).set(0)
+            conn.close()
+
+    def _read_loop(self, conn: EslConnection) -> None:
+        last_event = time.monotonic()
+        next_renew = last_event + self.lease.renew_interval
+        while not self.stop_event.is_set():
+            self._send_commands(conn)
+            now = time.monotonic()
+            if now >= next_renew:
+                if not self.lease.renew():
+                    raise LeaseLost(self.address)
+                next_renew = now + self.lease.renew_interval
+            headers = conn.receive(POLL_MS)
+            if headers is None:
+                if time.monotonic() - last_event > self.settings.heartbeat_timeout:
+                    raise EslDisconnected(f"no event for {self.settings.heartbeat_timeout}s")
+                continue
+            batch = [headers]
+            while len(batch) < MAX_BATCH:
+                more = conn.receive(0)
+                if more is None:
+                    break
+                batch.append(more)
+            last_event = time.monotonic()
+            self.process(batch, conn)
+
+    def _send_commands(self, conn: EslConnection) -> None:
+        while True:
+            try:
+                command, argument = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            reply = conn.api(command, argument)
+            metrics.FLUSHES.labels(self.address).inc()
+            log.info(
+                "sent to FreeSWITCH",
+                extra={
+                    "node": self.address,
+                    "command": f"{command} {argument}",
+                    "reply": reply.strip(),
+                },
+            )
+
+    def process(self, batch: Sequence[dict[str, str]], conn: EslConnection) -> None:
+        ops: list[Operation] = []
+        for headers in batch:
+            core = headers.get("Core-UUID", "")
+            if core and self.core_uuid and core != self.core_uuid:
+                log.warning("FreeSWITCH restarted (new Core-UUID)", extra={"node": self.address})
+                metrics.RESTARTS.labels(self.address).inc()
+                self._apply(ops)
+                ops = []
+                self.core_uuid = core
+                self.reconcile(conn)
+            elif core:
+                self.core_uuid = core
+            event = classify(headers)
+            kind = headers.get("Event-Subclass") or headers.get("Event-Name", "?")
+            metrics.EVENTS.labels(self.address, kind).inc()
+            if isinstance(event, RegistrationEvent | ChannelEvent):
+                ops.append(event)
+            elif isinstance(event, Heartbeat):
+                pass
+        self._apply(ops)
+        stamp = batch[-1].get("Event-Date-Timestamp", "")
+        if stamp.isdigit():
+            metrics.APPLY_LAG.labels(self.address).observe(max(0.0, time.time() - int(stamp) / 1e6))
+
+    def _apply(self, ops: Sequence[Operation]) -> None:
+        changed = self.store.apply(ops)
+        if changed:
+            metrics.STATE_CHANGES.labels(self.address).inc(changed)
+
+    # -- reconcile ------------------------------------------------------------------------
+
+    def reconcile(self, conn: EslConnection) -> None:
+        """Bring this node's part of Redis to FreeSWITCH's own tables."""
+        profiles = reconcile.profile_names(conn.api("sofia", "xmlstatus"))
+        live_regs = []
+        for profile in profiles:
+            reply = conn.api("sofia", f"xmlstatus profile {profile} reg")
+            live_regs.extend(reconcile.registrations_of(profile, reply))
+        live_channels = reconcile.channels_of(conn.api("show", "channels as json"))
+        snapshot = self.store.snapshot()
+        syncs = reconcile.plan_registrations(
+            snapshot.devices, live_regs, self.store.rules, int(time.time() * 1e6)
+        )
+        plan = reconcile.plan_channels(snapshot.channels, live_channels)
+        dumped: list[Operation] = []
+        for uuid in plan.to_dump:
+            reply = conn.api("uuid_dump", uuid)
+            if reply.startswith("-ERR"):
+                continue  # ended between the two commands
+            event = classify(parse_plain(reply))
+            if isinstance(event, ChannelEvent) and event.owner is not None:
+                dumped.append(event)
+        ops: list[Operation] = [*syncs, *plan.gone, *dumped]
+        for start in range(0, len(ops), RECONCILE_CHUNK):
+            self._apply(ops[start : start + RECONCILE_CHUNK])
+        for sync in syncs:
+            if sync.remove:
+                metrics.RECONCILE_CORRECTIONS.labels(self.address, "registration", "delete").inc(
+                    len(sync.remove)
+                )
+            if sync.add:
+                metrics.RECONCILE_CORRECTIONS.labels(self.address, "registration", "set").inc(
+                    len(sync.add)
+                )
+        if plan.gone:
+            metrics.RECONCILE_CORRECTIONS.labels(self.address, "call", "delete").inc(len(plan.gone))
+        if dumped:
+            metrics.RECONCILE_CORRECTIONS.labels(self.address, "call", "set").inc(len(dumped))
+        self.reconciles += 1
+        log.info(
+            "reconciled with FreeSWITCH",
+            extra={
+                "node": self.address,
+                "registrations": len(live_regs),
+                "channels": len(live_channels),
+                "corrections": len(ops),
+            },
+        )
