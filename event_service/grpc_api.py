@@ -48,6 +48,15 @@ MAX_WATCHES = 48
 MAX_WORKERS = MAX_WATCHES + 16
 WATCH_BLOCK_MS = 1000
 WATCH_BATCH = 500
+KEEPALIVE_OPTIONS = (
+    # Ping idle connections so a client that vanished without closing its TCP connection
+    # (a partition, a killed pod) is noticed and its Watch thread and slot are freed.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Let clients ping an idle Watch every 10 s or more without being disconnected.
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
 
 _WATCH_KINDS: dict[int, Kind] = {
     events_pb2.WATCH_KIND_REGISTRATIONS: "registration",
@@ -192,11 +201,20 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
             yield from view.snapshot(snapshot)
             position = snapshot.revision
         while context.is_active() and not self._stopping.is_set():
-            changes, position = self._log.read(position, WATCH_BLOCK_MS, WATCH_BATCH)
+            changes, position = self._log.read(position, _block_ms(context), WATCH_BATCH)
             for change in changes:
                 response = view.change(change)
                 if response is not None:
                     yield response
+
+
+def _block_ms(context: grpc.ServicerContext) -> int:
+    """Wait for changes at most a second, and not past the call's deadline (never 0:
+    ``XREAD BLOCK 0`` would wait forever)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return WATCH_BLOCK_MS
+    return max(1, min(WATCH_BLOCK_MS, int(remaining * 1000)))
 
 
 def _watch_kinds(kinds: Any) -> tuple[Kind, ...]:
@@ -235,6 +253,7 @@ def create_grpc_server(settings: Settings, client: redis.Redis | None = None) ->
         lambda s: events_pb2_grpc.add_EventServiceServicer_to_server(servicer, s),
         error_domain=ERROR_DOMAIN,
         max_workers=MAX_WORKERS,
+        options=KEEPALIVE_OPTIONS,
     )
     stop = server.stop
 
