@@ -72,13 +72,18 @@ class Service:
         lines = self.log_path.read_text(errors="replace").splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
 
-    def metric(self, name: str) -> float | None:
+    def metric(self, name: str, labels: str = "") -> float | None:
+        """A sample of ``GET /metrics``, e.g. ``metric("x_total", 'outcome="hit"')``."""
         status, body = self.request("GET", "/metrics")
         assert status == 200
+        wanted = f"{name}{{{labels}}} " if labels else f"{name} "
         for line in body.decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
+            if line.startswith(wanted):
                 return float(line.rsplit(" ", 1)[1])
         return None
+
+    def cache_count(self, outcome: str) -> float:
+        return self.metric("cti_directory_cache_lookups_total", f'outcome="{outcome}"') or 0.0
 
     def wait_until_live(self, timeout: float = 10.0) -> None:
         until(lambda: self.metric("cti_directory_cache_live") == 1.0, timeout)

@@ -20,7 +20,7 @@ from tests.directory.service import (
 from tests.support import RedisServer, xml_curl_fixtures
 
 DOMAIN = "127.0.0.1"
-USERS = {
+USERS: dict[str, dict[str, dict[str, object]]] = {
     "1000": {
         "param": {"password": "1234", "vm-password": "1000", "allow-empty-password": False},
         "variable": {

@@ -1,0 +1,89 @@
+"""Redis going away and coming back, Redis refusing CONFIG, caching switched off."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from tests.directory.service import (
+    Service,
+    is_not_found,
+    name_values,
+    parse_user,
+    running_service,
+    until,
+)
+from tests.support import running_redis
+
+DOMAIN = "faults.example"
+KEY = f"cti_exten@{DOMAIN}"
+
+
+def seed(url: str, password: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.hset(KEY, "1000", json.dumps({"param": {"password": password}}))
+    client.close()
+
+
+def password(svc: Service) -> str:
+    return name_values(parse_user(svc.lookup(DOMAIN, "1000"))[2], "params", "param")["password"]
+
+
+def test_redis_outage_answers_503_then_recovers_by_itself() -> None:
+    # A private Redis without notify-keyspace-events: the service must turn them on, and
+    # again after the restart (a restarted Redis forgets CONFIG SET).
+    with running_redis() as server, running_service(server.url) as svc:
+        svc.wait_until_live()
+        seed(server.url, "before")
+        assert password(svc) == "before"
+        server.stop()
+        status, _ = svc.post(
+            "section=directory&tag_name=domain&key_name=name"
+            f"&key_value={DOMAIN}&action=sip_auth&key=id&user=1000"
+        )
+        assert status == 503
+        server.start()
+        seed(server.url, "after")
+        until(
+            lambda: (
+                svc.post(
+                    f"section=directory&tag_name=domain&key_name=name&key_value={DOMAIN}&user=1000"
+                )[0]
+                == 200
+            )
+        )
+        assert password(svc) == "after"
+        svc.wait_until_live()
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
+        assert password(svc) == "by-hand"
+        assert "K" in server.cli("CONFIG", "GET", "notify-keyspace-events")
+
+
+def test_config_refused_disables_the_cache_but_answers_stay_right() -> None:
+    with (
+        running_redis("--rename-command", "CONFIG", '""') as server,
+        running_service(server.url) as svc,
+    ):
+        seed(server.url, "one")
+        assert password(svc) == "one"
+        seed(server.url, "two")
+        assert password(svc) == "two"
+        assert svc.cache_count("uncached") >= 2
+        assert svc.metric("cti_directory_cache_live") == 0.0
+        until(lambda: any("refuses CONFIG" in e["message"] for e in svc.logs()))
+
+
+def test_cache_off_reads_redis_every_time_and_finds_aliases(redis_url: str) -> None:
+    with running_service(redis_url, {"directory": {"cache": False}}) as svc:
+        client = redis.Redis.from_url(redis_url)
+        client.hset(
+            KEY,
+            "Alice",
+            json.dumps({"attribute": {"number-alias": "2000"}, "param": {"password": "p"}}),
+        )
+        client.close()
+        assert parse_user(svc.lookup(DOMAIN, "2000"))[2].get("id") == "Alice"
+        assert parse_user(svc.lookup(DOMAIN, "alice"))[2].get("id") == "Alice"
+        assert is_not_found(svc.lookup(DOMAIN, "bob"))
+        assert svc.cache_count("hit") == 0 and svc.cache_count("uncached") == 3

@@ -1,0 +1,77 @@
+"""Who may ask and what they may send: basic auth, allow-list, body limits, routes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.directory.service import Service, is_not_found, parse_user, running_service
+from tests.support import RedisServer, xml_curl_fixture
+
+USER, PASSWORD = "fs", "pa:ss<wörd>"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def guarded(redis_server: RedisServer) -> Iterator[Service]:
+    config = {
+        "directory": {
+            "http": {
+                "username": USER,
+                "password": PASSWORD,
+                "allow": ["127.0.0.0/8"],
+                "max_body_bytes": 4096,
+            }
+        }
+    }
+    with running_service(redis_server.url, config) as svc:
+        yield svc
+
+
+@pytest.fixture
+def seeded(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.hset("cti_exten@127.0.0.1", "1000", json.dumps({"param": {"password": "1234"}}))
+    client.close()
+
+
+def test_basic_auth_is_required(guarded: Service, seeded: None) -> None:
+    _, body = xml_curl_fixture("03")
+    assert guarded.post(body)[0] == 401
+    assert guarded.post(body, basic(USER, "wrong"))[0] == 401
+    status, document = guarded.post(body, basic(USER, PASSWORD))
+    assert status == 200
+    assert parse_user(document)[2].get("id") == "1000"
+    assert PASSWORD not in guarded.log_path.read_text()
+
+
+def test_oversized_and_garbled_bodies(guarded: Service) -> None:
+    auth = basic(USER, PASSWORD)
+    status, _ = guarded.post(b"section=directory&x=" + b"a" * 5000, auth)
+    assert status == 413
+    for garbage in (b"\xff\x00\xfe", b"", b"section=directory&&&==&user=%zz", b"%" * 100):
+        status, document = guarded.post(garbage, auth)
+        assert status == 200
+        assert is_not_found(document)
+
+
+def test_routes_and_methods(guarded: Service) -> None:
+    auth = basic(USER, PASSWORD)
+    assert guarded.request("GET", "/directory", headers=auth)[0] == 405
+    assert guarded.post(b"", auth, path="/elsewhere")[0] == 404
+    status, body = guarded.request("GET", "/metrics")
+    assert status == 200 and b"cti_directory_requests_total" in body
+
+
+def test_source_outside_the_allow_list_is_refused(redis_server: RedisServer) -> None:
+    config = {"directory": {"http": {"allow": ["192.0.2.0/24", "10.0.0.0/8"]}}}
+    with running_service(redis_server.url, config) as svc:
+        _, body = xml_curl_fixture("03")
+        assert svc.post(body)[0] == 403
