@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,21 +32,26 @@ class Api:
 
 def start_api(redis_url: str, store_a1_hash: bool = False) -> tuple[grpc.Server, Api]:
     port = free_port()
-    settings = parse_settings(
-        '{"redis": {"url": "%s"}, "directory": {"store_a1_hash": %s,'
-        ' "grpc": {"listen": "127.0.0.1:%d", "tokens": ["%s"]}}}'
-        % (redis_url, "true" if store_a1_hash else "false", port, TOKEN)
-    )
+    document = {
+        "redis": {"url": redis_url},
+        "directory": {
+            "store_a1_hash": store_a1_hash,
+            "grpc": {"listen": f"127.0.0.1:{port}", "tokens": [TOKEN]},
+        },
+    }
+    settings = parse_settings(json.dumps(document))
     server = create_grpc_server(settings)
     server.start()
     address = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=10)
-    return server, Api(address, channel, directory_pb2_grpc.DirectoryServiceStub(channel), redis_url)
+    return server, Api(
+        address, channel, directory_pb2_grpc.DirectoryServiceStub(channel), redis_url
+    )
 
 
-@pytest.fixture
-def api(redis_url: str) -> Iterator[Api]:
+@pytest.fixture(name="api")
+def api_fixture(redis_url: str) -> Iterator[Api]:
     server, client = start_api(redis_url)
     try:
         yield client
@@ -54,11 +60,31 @@ def api(redis_url: str) -> Iterator[Api]:
         server.stop(None).wait()
 
 
-@pytest.fixture
-def api_a1(redis_url: str) -> Iterator[Api]:
+@pytest.fixture(name="api_a1")
+def api_a1_fixture(redis_url: str) -> Iterator[Api]:
     server, client = start_api(redis_url, store_a1_hash=True)
     try:
         yield client
     finally:
         client.channel.close()
         server.stop(None).wait()
+
+
+def expect_error(
+    call: Any, code: grpc.StatusCode, reason: str = "", field: str = ""
+) -> grpc.RpcError:
+    """Run ``call()``; it must fail with ``code`` (and ErrorInfo ``reason``, and a
+    BadRequest violation naming ``field``)."""
+    from cti.grpc_server import error_info
+
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    error = caught.value
+    assert error.code() == code, (error.code(), error.details())
+    got_reason, _, violations = error_info(error)
+    if reason:
+        assert got_reason == reason, (got_reason, error.details())
+    if field:
+        assert field in [f for f, _ in violations], (violations, error.details())
+        assert field in error.details()
+    return error

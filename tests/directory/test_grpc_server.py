@@ -1,0 +1,204 @@
+"""Server plumbing: auth, health, reflection, graceful stop, and the change events."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import grpc
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cti import redis_keys
+from cti.config import ConfigError, parse_settings
+from cti.v1 import directory_pb2 as pb
+from directory_service.grpc_api import SERVICE_NAME, create_grpc_server
+from tests.directory.grpc_fixtures import Api, api_fixture, expect_error
+
+__all__ = ["api_fixture"]  # the pytest fixture "api"
+from tests.support import free_port
+
+Code = grpc.StatusCode
+GET = pb.GetExtensionRequest(name="domains/a.com/extensions/1")
+
+
+def test_calls_need_a_valid_bearer_token(api: Api) -> None:
+    for token in (None, "wrong", ""):
+        expect_error(
+            lambda t=token: api.call("GetExtension", GET, token=t),
+            Code.UNAUTHENTICATED,
+            "INVALID_TOKEN",
+        )
+    expect_error(
+        lambda: api.stub.GetExtension(GET, metadata=(("authorization", "Basic dGVzdA=="),)),
+        Code.UNAUTHENTICATED,
+    )
+    expect_error(lambda: api.call("GetExtension", GET), Code.NOT_FOUND)  # authenticated
+
+
+def test_health_and_reflection_need_no_token(api: Api) -> None:
+    health = health_pb2_grpc.HealthStub(api.channel)
+    for service in ("", SERVICE_NAME):
+        response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(api.channel)
+    (answer,) = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    services = {s.name for s in answer.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
+
+
+def settings_for(listen: str) -> Any:
+    return parse_settings(json.dumps({"directory": {"grpc": {"listen": listen}}}))
+
+
+def test_open_server_only_on_loopback(redis_url: str) -> None:
+    with pytest.raises(ConfigError, match="no API tokens"):
+        create_grpc_server(settings_for(f"0.0.0.0:{free_port()}"))
+    server = create_grpc_server(settings_for(f"127.0.0.1:{free_port()}"))
+    server.stop(None)
+
+
+def test_stop_reports_not_serving_then_drains(redis_url: str) -> None:
+    port = free_port()
+    server = create_grpc_server(settings_for(f"127.0.0.1:{port}"))
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        stopped = server.stop(5)
+        assert stopped.wait(10)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+
+
+class Subscriber:
+    """Everything published on the directory channels, in order."""
+
+    def __init__(self, url: str) -> None:
+        self.pubsub = redis.Redis.from_url(url).pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub.subscribe(
+            redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL, redis_keys.DIRECTORY_CHANGES_CHANNEL
+        )
+        for _ in range(2):
+            self.pubsub.get_message(timeout=5)  # the subscribe confirmations
+
+    def take(self, count: int) -> list[tuple[str, str]]:
+        messages: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 10
+        while len(messages) < count and time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.5)
+            if message and message["type"] == "message":
+                messages.append((message["channel"].decode(), message["data"].decode()))
+        return messages
+
+    def assert_quiet(self) -> None:
+        assert self.pubsub.get_message(timeout=0.2) is None
+
+
+def begin(domain: str) -> tuple[str, str]:
+    return (redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL, domain)
+
+
+def change(**fields: str) -> tuple[str, dict[str, str]]:
+    event = {
+        "kind": "extension",
+        "op": "create",
+        "domain": "",
+        "extension": "",
+        "alias": "",
+        "old_alias": "",
+        "template": "",
+    }
+    event.update(fields)
+    return (redis_keys.DIRECTORY_CHANGES_CHANNEL, event)
+
+
+def decoded(messages: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    return [
+        (c, json.loads(d) if c == redis_keys.DIRECTORY_CHANGES_CHANNEL else d) for c, d in messages
+    ]
+
+
+def test_every_write_publishes_a_bracketed_change_event(api: Api) -> None:
+    events = Subscriber(api.redis_url)
+    api.call(
+        "CreateExtension",
+        pb.CreateExtensionRequest(
+            parent="domains/a.com",
+            extension_id="1001",
+            extension=pb.Extension(attributes={"number-alias": "al"}),
+        ),
+    )
+    api.call(
+        "UpdateExtension",
+        pb.UpdateExtensionRequest(
+            extension=pb.Extension(
+                name="domains/a.com/extensions/1001", attributes={"number-alias": "bo"}
+            ),
+            update_mask={"paths": ["attributes.number-alias"]},
+        ),
+    )
+    api.call("DeleteExtension", pb.DeleteExtensionRequest(name="domains/a.com/extensions/1001"))
+    api.call(
+        "BatchCreateExtensions",
+        pb.BatchCreateExtensionsRequest(
+            parent="domains/a.com", range=pb.ExtensionRange(first="7", last="8")
+        ),
+    )
+    api.call(
+        "CreateExtensionTemplate", pb.CreateExtensionTemplateRequest(extension_template_id="t")
+    )
+    api.call("CreateDomain", pb.CreateDomainRequest(domain_id="a.com"))
+    assert decoded(events.take(14)) == [
+        begin("a.com"),
+        change(domain="a.com", extension="1001", alias="al"),
+        begin("a.com"),
+        change(op="update", domain="a.com", extension="1001", alias="bo", old_alias="al"),
+        begin("a.com"),
+        change(op="delete", domain="a.com", extension="1001", alias="bo"),
+        begin("a.com"),
+        change(domain="a.com", extension="7"),
+        begin("a.com"),
+        change(domain="a.com", extension="8"),
+        begin(""),
+        change(kind="template", template="t"),
+        begin("a.com"),
+        change(kind="domain", domain="a.com"),
+    ]
+    # A refused write publishes nothing.
+    expect_error(
+        lambda: api.call(
+            "CreateExtension", pb.CreateExtensionRequest(parent="domains/a.com", extension_id="7")
+        ),
+        Code.ALREADY_EXISTS,
+    )
+    events.assert_quiet()
+
+
+def test_bracket_encloses_the_keyspace_notification(api: Api) -> None:
+    """Replicas see begin, then the hash notification, then the change event."""
+    pubsub = redis.Redis.from_url(api.redis_url).pubsub()  # type: ignore[no-untyped-call]
+    pubsub.psubscribe("__keyspace@0__:cti_*")
+    pubsub.subscribe(redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL, redis_keys.DIRECTORY_CHANGES_CHANNEL)
+    for _ in range(3):
+        pubsub.get_message(timeout=5)
+    api.call("CreateExtension", pb.CreateExtensionRequest(parent="domains/a.com", extension_id="1"))
+    seen: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message and message["type"] in ("message", "pmessage"):
+            seen.append(message["channel"].decode())
+    assert seen == [
+        redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL,
+        "__keyspace@0__:cti_exten@a.com",
+        redis_keys.DIRECTORY_CHANGES_CHANNEL,
+    ]
