@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import json5
 
+from cti.redis_client import RedisUrlError, with_password
+
 ServiceName = Literal["directory", "events"]
 
 DEFAULT_CONFIG_PATH = "cti.json"
@@ -435,6 +437,11 @@ def _apply_env(settings: Settings, env: Mapping[str, str], service: ServiceName)
         return env[var]
 
     redis_url = env.get("REDIS_URL", settings.redis_url)
+    if env.get("REDIS_PASSWORD"):  # from a Secret; the URL itself need not be secret
+        try:
+            redis_url = with_password(redis_url, env["REDIS_PASSWORD"])
+        except RedisUrlError as exc:
+            raise ConfigError(f"environment REDIS_PASSWORD: {exc}") from None
     directory, events = settings.directory, settings.events
     tokens = tuple(t for t in env.get("CTI_API_TOKENS", "").split(",") if t)
     if env.get("CTI_API_TOKEN"):

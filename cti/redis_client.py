@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import redis
 import redis.asyncio
@@ -84,6 +84,19 @@ def redacted(url: str) -> str:
             for k, v in parse_qsl(query, keep_blank_values=True)
         )
     return f"{scheme}://{netloc}{slash}{path}{qmark}{query}"
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with its password set to ``password`` (percent-encoded, so any character
+    works), keeping any username: how ``REDIS_PASSWORD`` from a Secret joins a URL that is
+    not itself secret."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise RedisUrlError(f"{redacted(url)}: not a URL")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = userinfo.split(":", 1)[0] if at else ""
+    return f"{scheme}://{username}:{quote(password, safe='')}@{hosts}{slash}{path}"
 
 
 def mode_of(url: str) -> Mode:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from cti import redis_keys
-from cti.redis_client import RedisTarget, RedisUrlError, mode_of, parse_url, redacted
+from cti.config import ConfigError, load_settings
+from cti.redis_client import (
+    RedisTarget,
+    RedisUrlError,
+    mode_of,
+    parse_url,
+    redacted,
+    with_password,
+)
 
 
 def test_sentinel_url_with_everything() -> None:
@@ -84,3 +93,32 @@ def test_derived_keys_share_the_extensions_hash_slot() -> None:
         slot = key_slot(redis_keys.extensions(domain).encode())
         assert key_slot(redis_keys.aliases(domain).encode()) == slot
         assert key_slot(redis_keys.template_refs(domain).encode()) == slot
+
+
+def test_redis_password_from_the_environment_joins_any_url_form() -> None:
+    """``REDIS_PASSWORD`` (from a Secret) is percent-encoded into the URL, so a password with
+    URL syntax in it reaches Redis unchanged."""
+    secret = "p@ss/w:rd,x?#%"
+    env = {"REDIS_URL": "redis+sentinel://s1,s2:26380/cti-master/0", "REDIS_PASSWORD": secret}
+    url = load_settings(None, env, "events").redis_url
+    assert parse_url(url).password == secret
+    assert parse_url(url).nodes == (("s1", 26379), ("s2", 26380))
+    plain = with_password("redis://app:old@h:6379/2", secret)
+    pool_kwargs = redis.Redis.from_url(plain).connection_pool.connection_kwargs
+    assert (pool_kwargs["username"], pool_kwargs["password"], pool_kwargs["db"]) == (
+        "app",
+        secret,
+        2,
+    )
+    assert parse_url(with_password("redis+cluster://n1,n2", "x")).password == "x"
+
+
+def test_redis_password_unset_or_empty_leaves_the_url_alone() -> None:
+    env = {"REDIS_URL": "redis://:keep@h:6379/0", "REDIS_PASSWORD": ""}
+    assert load_settings(None, env, "directory").redis_url == "redis://:keep@h:6379/0"
+
+
+def test_redis_password_with_a_broken_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="REDIS_PASSWORD") as caught:
+        load_settings(None, {"REDIS_URL": "not-a-url", "REDIS_PASSWORD": "s3cret"}, "directory")
+    assert "s3cret" not in str(caught.value)
