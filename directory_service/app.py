@@ -52,7 +52,7 @@ class DirectoryApp:
             on_error=log_unusable_entry,
             enabled=directory.cache,
         )
-        self._http = DirectoryHttp(directory.http, cache.answer, DirectoryMetrics(cache))
+        self._http = DirectoryHttp(directory.http, cache, DirectoryMetrics(cache))
         if directory.cache:
             listener = InvalidationListener(connect_async(self.settings.redis_url), cache)
             self._listener = loop.create_task(listener.run())

@@ -22,12 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from directory_service import reader
+from directory_service import reader, render
 from directory_service.directory import DomainData, DomainView, ErrorSink, SharedData
 from directory_service.request import DirectoryRequest
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_NEVER_STORED = frozenset(("invalid", "gateways"))
+MAX_VIEWS = 10000
+"""Cached domains beyond this are not kept when they do not exist (no extension, no
+settings): memory stays bounded whatever domains lookups name."""
 
 
 @dataclass
@@ -53,7 +57,7 @@ class DirectoryCache:
         self.stats = CacheStats()
         self._views: dict[str, DomainView] = {}
         self._shared: SharedData | None = None
-        self._generation: defaultdict[str, int] = defaultdict(int)
+        self._generation: defaultdict[str, int] = defaultdict(int)  # see invalidate_domain
         self._shared_generation = 0
         self._loading: dict[str, asyncio.Task[DomainView]] = {}
         self._shared_loading: asyncio.Task[SharedData] | None = None
@@ -65,8 +69,24 @@ class DirectoryCache:
 
     # -- lookups ---------------------------------------------------------------------
 
+    def cached_answer(self, request: DirectoryRequest) -> bytes | None:
+        """The hot path, synchronous: the document if it needs no Redis round trip."""
+        if request.kind in _NEVER_STORED:
+            return render.NOT_FOUND
+        if not self.caching:
+            return None
+        domain = request.domain_name
+        view = self._views.get(domain)
+        if view is None or view.shared is not self._shared or domain in self._refetching:
+            return None
+        self.stats.hits += 1
+        return view.answer(request)
+
     async def answer(self, request: DirectoryRequest) -> bytes:
         """The document for ``request``, from cache or Redis."""
+        cached = self.cached_answer(request)
+        if cached is not None:
+            return cached
         domain = request.domain_name
         if not self.caching:
             self.stats.uncached += 1
@@ -111,9 +131,12 @@ class DirectoryCache:
         return await asyncio.shield(task)
 
     async def _load(self, domain: str, shared: SharedData) -> DomainView:
-        generation = (self._generation[domain], self._shared_generation)
+        generation = (self._generation.get(domain, 0), self._shared_generation)
         view = self._new_view(await reader.load_domain(self.client, domain), shared)
-        if self.caching and generation == (self._generation[domain], self._shared_generation):
+        unchanged = generation == (self._generation.get(domain, 0), self._shared_generation)
+        # Unknown domains are remembered too (scanners probe them), but only so many.
+        room = view.exists or len(self._views) < MAX_VIEWS
+        if self.caching and unchanged and room:
             self._views[domain] = view
         return view
 
@@ -142,7 +165,9 @@ class DirectoryCache:
 
     def invalidate_domain(self, domain: str) -> None:
         """Something changed in ``domain`` that we cannot name: reload it when asked."""
-        self._generation[domain] += 1
+        if domain in self._views or domain in self._loading or domain in self._refetching:
+            # Only domains we hold or fetch get a counter: writes elsewhere cost no memory.
+            self._generation[domain] += 1
         self._views.pop(domain, None)
         self._loading.pop(domain, None)
 
@@ -165,14 +190,14 @@ class DirectoryCache:
         task.add_done_callback(lambda done: _forget(self._refetching, domain, done))
 
     async def _refetch(self, domain: str, user_id: str, view: DomainView) -> None:
-        generation = self._generation[domain]
+        generation = self._generation.get(domain, 0)
         try:
             raw = await reader.fetch_extension(self.client, domain, user_id)
         except Exception:
             log.warning("refetch of one extension failed; domain dropped from cache")
             self._drop_if_current(domain, view)
             return
-        if generation == self._generation[domain] and self._views.get(domain) is view:
+        if generation == self._generation.get(domain, 0) and self._views.get(domain) is view:
             view.replace_extension(user_id, raw)
         else:
             self._drop_if_current(domain, view)

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import redis.exceptions
 from granian._granian import RSGIHTTPProtocol as HTTPProtocol
@@ -27,7 +27,14 @@ from directory_service.request import DirectoryRequest, parse_request
 
 log = logging.getLogger(__name__)
 
-Answerer = Callable[[DirectoryRequest], Awaitable[bytes]]
+
+class Answerer(Protocol):
+    """What the edge needs from the cache (:class:`~directory_service.cache.DirectoryCache`)."""
+
+    def cached_answer(self, request: DirectoryRequest) -> bytes | None: ...
+    async def answer(self, request: DirectoryRequest) -> bytes: ...
+
+
 _XML = [("content-type", "text/xml; charset=utf-8")]
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
 _METRICS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
@@ -104,7 +111,7 @@ class DirectoryHttp:
             proto.response_bytes(403, _TEXT, b"forbidden\n")
             return
         headers = scope.headers
-        if not self.policy.authorized(headers.get("authorization")):
+        if self.policy.expected_auth and not self.policy.authorized(headers.get("authorization")):
             self.metrics.count("-", "refused")
             proto.response_bytes(
                 401, [*_TEXT, ("www-authenticate", 'Basic realm="cti"')], b"unauthorized\n"
@@ -116,15 +123,17 @@ class DirectoryHttp:
             proto.response_bytes(413, _TEXT, b"body too large\n")
             return
         request = parse_request(body)
-        try:
-            async with asyncio.timeout(self.deadline):
-                document: bytes = await self.answer(request)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            self.metrics.redis_errors.inc()
-            self.metrics.count(request.action_label, "unavailable")
-            log.warning("directory lookup failed: Redis unavailable (%s)", type(exc).__name__)
-            proto.response_bytes(503, _TEXT, b"directory unavailable\n")
-            return
+        document = self.answer.cached_answer(request)
+        if document is None:
+            try:
+                async with asyncio.timeout(self.deadline):
+                    document = await self.answer.answer(request)
+            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+                self.metrics.redis_errors.inc()
+                self.metrics.count(request.action_label, "unavailable")
+                log.warning("directory lookup failed: Redis unavailable (%s)", type(exc).__name__)
+                proto.response_bytes(503, _TEXT, b"directory unavailable\n")
+                return
         result = "not_found" if document is render.NOT_FOUND else "found"
         self.metrics.count(request.action_label, result)
         self.metrics.latency.observe(time.perf_counter() - started)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
+_MAX_FIELDS = 1000
 RequestKind = Literal["user", "group", "domain", "network-list", "gateways", "invalid"]
 
 _WANTED = frozenset(
@@ -91,16 +92,25 @@ INVALID = DirectoryRequest()
 
 
 def parse_request(body: bytes) -> DirectoryRequest:
-    """Form body -> request; never raises (garbage becomes :data:`INVALID`)."""
+    """Form body -> request; never raises (garbage becomes :data:`INVALID`).
+
+    ``application/x-www-form-urlencoded`` is ``name=value`` pairs joined by ``&``; only the
+    dozen fields we use are percent-decoded (by :func:`urllib.parse.unquote_plus`), not the
+    ~40 event headers around them: ``parse_qsl`` over the whole body costs ~4x more, and
+    this runs on every lookup."""
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=1000)
-    except (UnicodeDecodeError, ValueError):
+        fields: dict[str, str] = {}
+        for pair in text.split("&", _MAX_FIELDS):
+            name, _, value = pair.partition("=")
+            if "%" in name or "+" in name:
+                name = unquote_plus(name, errors="strict")
+            if name in _WANTED and name not in fields:
+                if "%" in value or "+" in value:
+                    value = unquote_plus(value, errors="strict")
+                fields[name] = value
+    except UnicodeDecodeError:
         return INVALID
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        if name in _WANTED and name not in fields:
-            fields[name] = value
     group = fields.pop("group", "") or fields.pop("group_name", "")
     fields.pop("group_name", None)
     return DirectoryRequest(group=group, **fields)
