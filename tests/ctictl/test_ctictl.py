@@ -1,0 +1,157 @@
+"""``ctictl`` run as operators run it (the installed script, a subprocess) against a real
+directory gRPC server and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from cti import redis_keys
+from ctictl.importer import read_rows
+from tests.directory.grpc_fixtures import TOKEN, Api, api_fixture
+
+__all__ = ["api_fixture"]  # the pytest fixture "api"
+
+CTICTL = Path(sys.executable).parent / "ctictl"
+
+
+def ctictl(api: Api, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CTI_API_ADDRESS": api.address,
+        "CTI_API_TOKEN": token,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [str(CTICTL), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def ok_json(api: Api, *args: str) -> Any:
+    result = ctictl(api, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_extension_lifecycle(api: Api) -> None:
+    ok_json(api, "templates", "add", "agents", "--var", "sip-force-contact=NDLB")
+    created = ok_json(
+        api,
+        "ext",
+        "add",
+        "1001@example.com",
+        "--template",
+        "agents",
+        "--alias",
+        "alice",
+        "--param",
+        "auth-acl=10.0.0.0/8",
+    )
+    assert created["name"] == "domains/example.com/extensions/1001"
+    assert len(created["password"]) == 16
+    got = ok_json(api, "ext", "get", "1001@example.com")
+    assert got["attributes"] == {"number-alias": "alice"} and "password" not in got
+    updated = ok_json(
+        api, "ext", "update", "1001@example.com", "--var", "x=1", "--unset-param", "auth-acl"
+    )
+    assert updated["variables"] == {"x": "1"} and "params" not in updated
+    listed = ok_json(api, "ext", "list", "--domain", "example.com")
+    assert [e["name"] for e in listed] == ["domains/example.com/extensions/1001"]
+    human = ctictl(api, "ext", "list")
+    assert human.returncode == 0 and "1001@example.com" in human.stdout
+    assert ok_json(api, "ext", "delete", "1001@example.com") == {
+        "deleted": "domains/example.com/extensions/1001"
+    }
+    assert redis.Redis.from_url(api.redis_url).hlen(redis_keys.extensions("example.com")) == 0
+
+
+def test_failures_exit_non_zero_with_the_reason(api: Api) -> None:
+    result = ctictl(api, "--json", "ext", "get", "9@example.com")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error"]["reason"] == "EXTENSION_NOT_FOUND"
+    result = ctictl(api, "ext", "add", "1@example.com", "--param", "auth-acl=10.0.0.1")
+    assert result.returncode == 1
+    assert "extension.params.auth-acl" in result.stderr and "10.0.0.1/32" in result.stderr
+    result = ctictl(api, "ext", "list", token="wrong")
+    assert result.returncode == 1 and "UNAUTHENTICATED" in result.stderr
+    result = ctictl(api, "ext", "get", "no-domain")
+    assert result.returncode == 2 and "ID@DOMAIN" in result.stderr
+
+
+def test_batch_range(api: Api) -> None:
+    created = ok_json(api, "ext", "batch", "example.com", "2000-2049")
+    assert len(created) == 50 and all(len(e["password"]) == 16 for e in created)
+    assert len(ok_json(api, "ext", "list", "--page-size", "7")) == 50
+
+
+def test_import_csv_with_a_bad_row(api: Api, tmp_path: Path) -> None:
+    rows = ["extension,domain,password,alias,template,param:auth-acl,variable:callgroup"]
+    rows += [f"{3000 + n},example.com,,,,,sales" for n in range(1200)]
+    rows.insert(5, "3999,example.com,pw,bob,,not an acl,")  # refused by the server
+    rows.insert(7, ",example.com,,,,,")  # no id
+    path = tmp_path / "users.csv"
+    path.write_text("\n".join(rows) + "\n")
+    result = ctictl(api, "--json", "ext", "import", str(path), "--batch-size", "500")
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert len(summary["created"]) == 1200
+    assert {f["where"] for f in summary["failed"]} == {"line 6", "line 8"}
+    bad = next(f for f in summary["failed"] if f["where"] == "line 6")
+    assert bad["extension"] == "3999@example.com" and "auth-acl" in bad["error"]
+    client = redis.Redis.from_url(api.redis_url)
+    assert client.hlen(redis_keys.extensions("example.com")) == 1200
+    stored = json.loads(client.hget(redis_keys.extensions("example.com"), "3000") or b"")
+    assert stored["variable"] == {"callgroup": "sales"}
+
+
+def test_import_seed_json_dump(api: Api, tmp_path: Path) -> None:
+    """A dump of ``cti_exten@<domain>`` (id -> the seed's document) imports as is."""
+    seed = {
+        "1000": {
+            "param": {"password": "123", "allow-empty-password": False},
+            "variable": {"sip-force-contact": "NDLB-connectile-dysfunction-2.0"},
+            "attribute": {"cacheable": "10000", "number-alias": "myphone"},
+        },
+        "1001": "not an object",
+    }
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(seed))
+    result = ctictl(api, "--json", "ext", "import", str(path), "--domain", "example.com")
+    summary = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert [c["name"] for c in summary["created"]] == ["domains/example.com/extensions/1000"]
+    assert summary["failed"][0]["extension"] == "1001"
+    stored = json.loads(
+        redis.Redis.from_url(api.redis_url).hget(redis_keys.extensions("example.com"), "1000")
+        or b""
+    )
+    assert stored["param"] == {"password": "123", "allow-empty-password": "false"}
+
+
+def test_read_rows_without_domain_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("extension\n1001\n")
+    rows, bad = read_rows(path, "")
+    assert rows == [] and bad == [("line 2", "1001", "no domain (add a domain column or --domain)")]
+
+
+def test_templates_and_domains(api: Api) -> None:
+    ok_json(api, "domains", "add", "example.com", "--param", "dial-string=x")
+    ok_json(api, "templates", "add", "agents", "--attr", "cacheable=5000")
+    assert [d["name"] for d in ok_json(api, "domains", "list")] == ["domains/example.com"]
+    assert ok_json(api, "templates", "get", "agents")["attributes"] == {"cacheable": "5000"}
+    updated = ok_json(api, "domains", "update", "example.com", "--var", "v=1")
+    assert updated["params"] == {"dial-string": "x"} and updated["variables"] == {"v": "1"}
+    ok_json(api, "ext", "add", "1@example.com", "--template", "agents")
+    in_use = ctictl(api, "templates", "delete", "agents")
+    assert in_use.returncode == 1 and "TEMPLATE_IN_USE" in in_use.stderr
+    ok_json(api, "ext", "delete", "1@example.com")
+    ok_json(api, "templates", "delete", "agents")
+    ok_json(api, "domains", "delete", "example.com")
+    assert ok_json(api, "templates", "list") == []
