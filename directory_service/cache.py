@@ -125,13 +125,17 @@ class DirectoryCache:
             return view
         task = self._loading.get(domain)
         if task is None:
-            task = asyncio.create_task(self._load(domain, shared))
+            # The generation is taken now, not when the task first runs: an invalidation
+            # in between must disqualify this load.
+            generation = (self._generation.get(domain, 0), self._shared_generation)
+            task = asyncio.create_task(self._load(domain, shared, generation))
             self._loading[domain] = task
             task.add_done_callback(lambda done: _forget(self._loading, domain, done))
         return await asyncio.shield(task)
 
-    async def _load(self, domain: str, shared: SharedData) -> DomainView:
-        generation = (self._generation.get(domain, 0), self._shared_generation)
+    async def _load(
+        self, domain: str, shared: SharedData, generation: tuple[int, int]
+    ) -> DomainView:
         view = self._new_view(await reader.load_domain(self.client, domain), shared)
         unchanged = generation == (self._generation.get(domain, 0), self._shared_generation)
         # Unknown domains are remembered too (scanners probe them), but only so many.
@@ -145,13 +149,12 @@ class DirectoryCache:
             return self._shared
         task = self._shared_loading
         if task is None:
-            task = asyncio.create_task(self._load_shared())
+            task = asyncio.create_task(self._load_shared(self._shared_generation))
             self._shared_loading = task
             task.add_done_callback(self._shared_loaded)
         return await asyncio.shield(task)
 
-    async def _load_shared(self) -> SharedData:
-        generation = self._shared_generation
+    async def _load_shared(self, generation: int) -> SharedData:
         shared = await reader.load_shared(self.client)
         if self.caching and generation == self._shared_generation:
             self._shared = shared
@@ -185,12 +188,12 @@ class DirectoryCache:
             return
         self._generation[domain] += 1
         self._loading.pop(domain, None)
-        task = asyncio.create_task(self._refetch(domain, user_id, view))
+        generation = self._generation[domain]
+        task = asyncio.create_task(self._refetch(domain, user_id, view, generation))
         self._refetching[domain] = task
         task.add_done_callback(lambda done: _forget(self._refetching, domain, done))
 
-    async def _refetch(self, domain: str, user_id: str, view: DomainView) -> None:
-        generation = self._generation.get(domain, 0)
+    async def _refetch(self, domain: str, user_id: str, view: DomainView, generation: int) -> None:
         try:
             raw = await reader.fetch_extension(self.client, domain, user_id)
         except Exception:

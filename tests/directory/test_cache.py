@@ -1,0 +1,120 @@
+"""The cache's race rules, in-process against a real Redis (no HTTP, no subscriber: the
+test plays the subscriber's part by calling the invalidation methods itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import redis
+import redis.asyncio
+
+from cti import redis_keys
+from directory_service.cache import DirectoryCache
+from directory_service.request import DirectoryRequest
+from tests.directory.service import name_values, parse_user
+
+DOMAIN = "cache.example"
+
+
+def lookup(user: str) -> DirectoryRequest:
+    return DirectoryRequest(
+        section="directory",
+        tag_name="domain",
+        key_name="name",
+        key_value=DOMAIN,
+        key="id",
+        user=user,
+        action="sip_auth",
+    )
+
+
+def password(document: bytes) -> str:
+    return name_values(parse_user(document)[2], "params", "param")["password"]
+
+
+def store(url: str, user: str, value: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.hset(redis_keys.extensions(DOMAIN), user, json.dumps({"param": {"password": value}}))
+    client.close()
+
+
+def with_cache(url: str, body: Callable[[DirectoryCache], Awaitable[None]]) -> None:
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(url)
+        cache = DirectoryCache(client, {}, lambda *error: None)
+        cache.go_live()
+        try:
+            await body(cache)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+async def until_loading(cache: DirectoryCache) -> None:
+    for _ in range(1000):
+        if DOMAIN in cache._loading:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the load never started")
+
+
+def test_a_load_overtaken_by_an_invalidation_is_not_kept(redis_url: str) -> None:
+    store(redis_url, "1000", "old")
+
+    async def body(cache: DirectoryCache) -> None:
+        first = asyncio.create_task(cache.answer(lookup("1000")))
+        await until_loading(cache)
+        cache.invalidate_domain(DOMAIN)  # a write landed while the load was in flight
+        await first
+        assert cache.cached_answer(lookup("1000")) is None  # not installed
+        store(redis_url, "1000", "new")
+        assert password(await cache.answer(lookup("1000"))) == "new"
+        assert cache.cached_answer(lookup("1000")) is not None  # this one is kept
+
+    with_cache(redis_url, body)
+
+
+def test_concurrent_misses_share_one_load(redis_url: str) -> None:
+    store(redis_url, "1000", "p")
+
+    async def body(cache: DirectoryCache) -> None:
+        answers = await asyncio.gather(*(cache.answer(lookup("1000")) for _ in range(20)))
+        assert {password(a) for a in answers} == {"p"}
+        assert cache.stats.misses == 20  # all missed, but ...
+        assert len(cache._views) == 1  # ... one view came out of one load
+
+    with_cache(redis_url, body)
+
+
+def test_precise_refresh_patches_in_place_and_lookups_wait_for_it(redis_url: str) -> None:
+    store(redis_url, "1000", "a")
+    store(redis_url, "1001", "b")
+
+    async def body(cache: DirectoryCache) -> None:
+        await cache.answer(lookup("1000"))
+        view = cache._views[DOMAIN]
+        store(redis_url, "1000", "c")
+        cache.refresh_extension(DOMAIN, "1000")
+        assert cache.cached_answer(lookup("1001")) is None  # waits for the refetch
+        assert password(await cache.answer(lookup("1000"))) == "c"
+        assert cache._views[DOMAIN] is view  # patched, not reloaded
+        assert password(cache.cached_answer(lookup("1001")) or b"") == "b"
+
+    with_cache(redis_url, body)
+
+
+def test_going_dark_flushes_and_reads_redis_every_time(redis_url: str) -> None:
+    store(redis_url, "1000", "one")
+
+    async def body(cache: DirectoryCache) -> None:
+        await cache.answer(lookup("1000"))
+        cache.go_dark()
+        store(redis_url, "1000", "two")  # a change the (lost) subscriber would have missed
+        assert cache.cached_answer(lookup("1000")) is None
+        assert password(await cache.answer(lookup("1000"))) == "two"
+        assert cache.stats.uncached == 1
+
+    with_cache(redis_url, body)
