@@ -160,7 +160,7 @@ class NodeWorker(threading.Thread):
                 continue
             batch = [headers]
             while len(batch) < MAX_BATCH:
-                more = conn.receive(0)
+                more = conn.receive(1)  # (0 would mean: block)
                 if more is None:
                     break
                 batch.append(more)

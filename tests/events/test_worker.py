@@ -1,0 +1,286 @@
+"""The node worker end to end: fake FreeSWITCH event socket -> real Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import pytest
+import redis
+
+from cti import redis_keys
+from cti.config import CallTarget, EslNode, EventSettings, PublishTarget
+from event_service.worker import NodeWorker
+from tests.eslserver import FakeFreeSwitch, fixture_frames
+from tests.events.helpers import A_LEG, B_LEG, SEED_FIELDS, captured, settings, until
+
+
+@pytest.fixture
+def fs() -> Iterator[FakeFreeSwitch]:
+    server = FakeFreeSwitch().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+@contextmanager
+def worker(
+    redis_url: str, node: EslNode, config: EventSettings, owner: str = "replica-a"
+) -> Iterator[NodeWorker]:
+    stop = threading.Event()
+    connection = redis.Redis.from_url(redis_url)
+    running = NodeWorker(node, config, connection, owner, stop)
+    running.start()
+    try:
+        yield running
+    finally:
+        stop.set()
+        running.join(timeout=10)
+        connection.close()
+
+
+def node_of(fs: FakeFreeSwitch) -> EslNode:
+    return EslNode("127.0.0.1", fs.port)
+
+
+def stream(client: redis.Redis) -> list[dict[str, str]]:
+    return [fields for _, fields in client.xrange(redis_keys.EVENTS_LOG_STREAM)]
+
+
+def test_captured_stream_yields_the_seed_shapes(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    frames = fixture_frames()
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:2])
+        until(lambda: client.hlen("registrations") == 2, what="two registrations")
+        value = json.loads(client.hget("registrations", "1000") or "")
+        expected = captured()[0]
+        expected["Core-UUID"] = fs.core_uuid
+        assert value == expected
+        fs.send_frames(frames[2:6])
+        until(lambda: '"answer"' in (client.hget("calls", "1000") or ""), what="answer")
+        in_call = json.loads(client.hget("calls", "1000") or "")
+        assert in_call["notify"] == "answer" and in_call["activity"] == [A_LEG]
+        assert in_call[A_LEG]["Caller-Channel-Answered-Time"] == "1795675311790594"
+        fs.send_frames(frames[6:])
+        until(lambda: client.hlen("registrations") == 0, what="all unregistered")
+        until(lambda: "hangup" in (client.hget("calls", "1001") or ""), what="hangup")
+    assert json.loads(client.hget("calls", "1001") or "") == {
+        "username": "1001",
+        "current": B_LEG,
+        "notify": "hangup",
+        B_LEG: {
+            "Caller-Destination-Number": "1001",
+            "Caller-Caller-ID-Number": "1000",
+            "Caller-Callee-ID-Number": "1001",
+            "Caller-Profile-Created-Time": "1795675311790594",
+            "Caller-Channel-Answered-Time": "1795675311790594",
+        },
+        "activity": [],
+    }
+    assert client.hlen(redis_keys.call_channels("calls")) == 0
+    log = stream(client)
+    assert [(e["kind"], e["op"], e["key"]) for e in log] == [
+        ("registration", "set", "1000"),
+        ("registration", "set", "1001"),
+        ("call", "set", "1000"),
+        ("call", "set", "1001"),
+        ("call", "set", "1001"),
+        ("call", "set", "1000"),
+        ("call", "set", "1000"),
+        ("call", "set", "1001"),
+        ("registration", "delete", "1000"),
+        ("registration", "set", "1001"),
+        ("registration", "delete", "1001"),
+    ]
+    assert all(e["node"] == fs.address for e in log)
+    assert log[-1]["value"] == ""
+    assert json.loads(log[-2]["value"])["call-id"] == "1-3431@127.0.0.1"
+
+
+def test_channel_and_list_carry_the_same_json_bounded(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    config = settings(
+        (node_of(fs),),
+        registration=PublishTarget(
+            "registrations", channel="gui:reg", list="gui:reg:list", list_max=3
+        ),
+        call=CallTarget("calls", channel="gui:call", list="gui:call:list", fields=SEED_FIELDS),
+    )
+    pubsub = client.pubsub()
+    pubsub.subscribe("gui:reg", "gui:call")
+    for _ in range(2):  # both subscriptions confirmed before anything is published
+        assert until(lambda: pubsub.get_message(timeout=0.1), what="subscribed")["type"] == (
+            "subscribe"
+        )
+    with worker(redis_url, node_of(fs), config) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(fixture_frames())
+        until(lambda: client.llen("gui:call:list") == 6, what="six call entries")
+        until(lambda: client.hlen("registrations") == 0, what="unregistered")
+    messages = []
+    while len(messages) < 11:
+        message = until(lambda: pubsub.get_message(timeout=0.1), what="11 messages")
+        messages.append((message["channel"], json.loads(message["data"])))
+    pubsub.close()
+    reg_messages = [m for c, m in messages if c == "gui:reg"]
+    call_messages = [m for c, m in messages if c == "gui:call"]
+    assert [m["Event-Subclass"] for m in reg_messages] == [
+        "sofia::register",
+        "sofia::register",
+        "sofia::unregister",
+        "sofia::register",
+        "sofia::expire",
+    ]
+    assert [m["notify"] for m in call_messages] == [
+        "callout",
+        "callin",
+        "answer",
+        "answer",
+        "hangup",
+        "hangup",
+    ]
+    # newest first, bounded to list_max=3 (5 pushed, 2 dropped)
+    listed = [json.loads(v)["Event-Subclass"] for v in client.lrange("gui:reg:list", 0, -1)]
+    assert listed == ["sofia::expire", "sofia::register", "sofia::unregister"]
+    assert [json.loads(v)["notify"] for v in client.lrange("gui:call:list", 0, -1)] == [
+        "hangup",
+        "hangup",
+        "answer",
+        "answer",
+        "callin",
+        "callout",
+    ]
+
+
+def test_multi_domain_keys(fs: FakeFreeSwitch, client: redis.Redis, redis_url: str) -> None:
+    config = settings((node_of(fs),), key_with_domain=True)
+    with worker(redis_url, node_of(fs), config) as running:
+        until(running.connected.is_set, what="connected")
+        first = captured()[0]
+        other = dict(first, **{"from-host": "tenant-b.example", "call-id": "b"})
+        fs.send_event(first)
+        fs.send_event(other)
+        fs.send_frames(fixture_frames()[2:4])
+        until(lambda: client.hlen("registrations") == 2, what="two tenants")
+        until(lambda: client.hlen("calls") == 2, what="two call records")
+        fs.send_event(dict(captured()[8], **{"from-host": "tenant-b.example"}))
+        until(lambda: client.hlen("registrations") == 1, what="tenant b unregistered")
+    assert client.hkeys("registrations") == ["1000@127.0.0.1"]
+    assert sorted(client.hkeys("calls")) == ["1000@127.0.0.1", "1001@127.0.0.1"]
+
+
+def test_disconnect_mid_call_then_reconcile_finds_the_hangup(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    frames = fixture_frames()
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:6])  # registered, call answered
+        until(lambda: '"answer"' in (client.hget("calls", "1000") or ""), what="answer")
+        # while we are cut off: the call ends, 1000 unregisters; FreeSWITCH's tables say so
+        fs.set_state(
+            registrations={"internal": [{"user": "1001@127.0.0.1", "call-id": "1-3370@127.0.0.1"}]},
+            channels=[],
+        )
+        reconciles = running.reconciles
+        fs.drop()
+        until(lambda: running.reconciles > reconciles, what="reconcile after reconnect")
+    for key, uuid in (("1000", A_LEG), ("1001", B_LEG)):
+        record = json.loads(client.hget("calls", key) or "")
+        assert record["notify"] == "hangup" and record["current"] == uuid
+        assert record["activity"] == []
+    assert client.hkeys("registrations") == ["1001"]
+    assert client.hlen(redis_keys.call_channels("calls")) == 0
+
+
+def test_restart_with_new_core_uuid_reconciles(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    frames = fixture_frames()
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:4])  # two registrations, a call ringing
+        until(lambda: client.hlen("calls") == 2, what="call records")
+        reconciles = running.reconciles
+        # FreeSWITCH restarted: its tables are empty and events carry a new Core-UUID
+        fs.set_state(registrations={"internal": []}, channels=[])
+        fs.core_uuid = "new-core-uuid"
+        fs.send_event({"Event-Name": "HEARTBEAT"})
+        until(lambda: running.reconciles > reconciles, what="reconcile on restart")
+        until(lambda: client.hlen("registrations") == 0, what="registrations gone")
+    assert running.core_uuid == "new-core-uuid"
+    assert all(json.loads(v)["activity"] == [] for v in client.hvals("calls"))
+
+
+def test_reconcile_adds_what_began_while_away(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    answered = dict(captured()[5])  # A-leg as uuid_dump shows an answered channel
+    answered["Event-Name"] = "CHANNEL_DATA"
+    fs.set_state(
+        registrations={
+            "internal": [
+                {
+                    "user": "1000@127.0.0.1",
+                    "call-id": "1-3359@127.0.0.1",
+                    "contact": '"" <sip:1000@127.0.0.1:5071;transport=UDP>',
+                    "agent": "sipp-harness",
+                }
+            ]
+        },
+        channels=[{"uuid": A_LEG, "callstate": "ACTIVE", "presence_id": "1000@127.0.0.1"}],
+        dumps={A_LEG: answered},
+    )
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+    registration = json.loads(client.hget("registrations", "1000") or "")
+    assert registration["contact"] == '"" <sip:1000@127.0.0.1:5071;transport=UDP>'
+    assert registration["user-agent"] == "sipp-harness"
+    assert registration["Event-Subclass"] == "sofia::register"
+    record = json.loads(client.hget("calls", "1000") or "")
+    assert record["notify"] == "answer" and record["activity"] == [A_LEG]
+    assert record[A_LEG]["Caller-Channel-Answered-Time"] == "1795675311790594"
+    # and then events continue from there: the register refresh replaces the synthetic value
+    assert any(c.startswith("api uuid_dump") for c in fs.commands)
+
+
+def test_unreachable_freeswitch_is_logged_once(
+    client: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = FakeFreeSwitch()
+    port = dead.port
+    dead.stop()  # nothing listens there now
+    node = EslNode("127.0.0.1", port)
+    with worker(redis_url, node, settings((node,))) as running:
+        until(lambda: running.lease.client.get(running.lease.key), what="lease taken")
+        until(
+            lambda: sum("cannot reach FreeSWITCH" in r.getMessage() for r in caplog.records),
+            what="warning",
+        )
+        threading.Event().wait(1.0)  # several retries happen meanwhile
+    warnings = [r for r in caplog.records if "cannot reach FreeSWITCH" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].getMessage() == f"cannot reach FreeSWITCH at 127.0.0.1:{port}, retrying"
+
+
+def test_wrong_password_is_unreachable_not_a_crash(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    node = replace(node_of(fs), password="wrong")
+    with worker(redis_url, node, settings((node,))) as running:
+        until(lambda: any(c == "auth wrong" for c in fs.commands), what="auth attempt")
+        assert not running.connected.is_set()
+        assert running.is_alive()
