@@ -249,7 +249,7 @@ def main() -> int:
             return 1
     workdir = Path(tempfile.mkdtemp(prefix="cti-bench-"))
     script = lua_script(workdir, args.extensions)
-    warmup = max(1.0, args.duration / 3)
+    warmup = max(2.0, args.duration / 2)  # ours renders each of the users once, then hits
     results: list[Result] = []
     venv_bin = Path(sys.executable).parent
     with running_redis() as redis_server:
