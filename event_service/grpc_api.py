@@ -38,7 +38,14 @@ from event_service.state_views import (
     page_size,
     registration_message,
 )
-from event_service.watch import ALL_KINDS, ChangeLog, LogGap, WatchView, parse_revision
+from event_service.watch import (
+    ALL_KINDS,
+    ChangeLog,
+    LogGap,
+    WatchView,
+    batches,
+    parse_revision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +205,12 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
     ) -> Iterator[events_pb2.WatchResponse]:
         if position is None:
             snapshot = self._log.snapshot(view.kinds)
-            yield from view.snapshot(snapshot)
+            yield from batches(view.snapshot(snapshot))
             position = snapshot.revision
         while context.is_active() and not self._stopping.is_set():
             changes, position = self._log.read(position, _block_ms(context), WATCH_BATCH)
-            for change in changes:
-                response = view.change(change)
-                if response is not None:
-                    yield response
+            events = (view.change(change) for change in changes)
+            yield from batches(event for event in events if event is not None)
 
 
 def _block_ms(context: grpc.ServicerContext) -> int:

@@ -86,7 +86,7 @@ def registration_message(key: str, raw: bytes | str) -> events_pb2.Registration:
     if value is None:
         message.extension, message.domain = extension, domain
         return message
-    headers = {name: _text(v) for name, v in value.items()}
+    headers = {name: v if type(v) is str else _text(v) for name, v in value.items()}
     message.headers.update(headers)
     message.extension = headers.get("from-user") or headers.get("username") or extension
     message.domain = (

@@ -118,6 +118,23 @@ class EventsApi:
         return revision.decode() if isinstance(revision, bytes) else str(revision)
 
 
+class Watching:
+    """A Watch call seen event by event (the server sends them in batches)."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self._events = (event for response in call for event in response.events)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._events
+
+    def __next__(self) -> Any:
+        return next(self._events)
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
 @contextmanager
 def running_api(redis_url: str, **events: Any) -> Iterator[EventsApi]:
     port = free_port()

@@ -18,11 +18,18 @@ from event_service.state_views import (
     page_size,
     registration_message,
 )
-from event_service.watch import Change, Snapshot, WatchView, parse_change, parse_revision
+from event_service.watch import (
+    Change,
+    Snapshot,
+    WatchView,
+    batches,
+    parse_change,
+    parse_revision,
+)
 from tests.events.grpc_support import registration, seed_call_record, seed_registration
 from tests.support import SEED_DIR
 
-Response = events_pb2.WatchResponse
+Event = events_pb2.WatchEvent
 
 
 def test_seed_registration_is_served_faithfully() -> None:
@@ -171,10 +178,10 @@ def test_view_sends_the_snapshot_sorted_then_the_marker() -> None:
     )
     responses = list(WatchView(("registration", "call"), StateFilter(), False).snapshot(snapshot))
     assert [(r.type, r.kind, r.key, r.revision) for r in responses] == [
-        (Response.TYPE_SNAPSHOT, events_pb2.WATCH_KIND_REGISTRATIONS, "1000", "9-0"),
-        (Response.TYPE_SNAPSHOT, events_pb2.WATCH_KIND_REGISTRATIONS, "1001", "9-0"),
-        (Response.TYPE_SNAPSHOT, events_pb2.WATCH_KIND_EXTENSION_CALLS, "1000", "9-0"),
-        (Response.TYPE_SNAPSHOT_COMPLETE, events_pb2.WATCH_KIND_UNSPECIFIED, "", "9-0"),
+        (Event.TYPE_SNAPSHOT, events_pb2.WATCH_KIND_REGISTRATIONS, "1000", "9-0"),
+        (Event.TYPE_SNAPSHOT, events_pb2.WATCH_KIND_REGISTRATIONS, "1001", "9-0"),
+        (Event.TYPE_SNAPSHOT, events_pb2.WATCH_KIND_EXTENSION_CALLS, "1000", "9-0"),
+        (Event.TYPE_SNAPSHOT_COMPLETE, events_pb2.WATCH_KIND_UNSPECIFIED, "", "9-0"),
     ]
     assert responses[0].registration.extension == "1000"
     assert responses[2].extension_calls.notify == "answer"
@@ -186,11 +193,11 @@ def test_view_deletes_only_what_the_client_holds() -> None:
     assert view.change(_set("1-0", "1000", "b.example")) is None  # never shown
     assert view.change(_delete("2-0", "1000")) is None
     shown = view.change(_set("3-0", "1000"))
-    assert shown is not None and shown.type == Response.TYPE_UPSERT
+    assert shown is not None and shown.type == Event.TYPE_UPSERT
     assert (shown.registration.domain, shown.node, shown.revision) == ("a.example", "n:1", "3-0")
     moved = view.change(_set("4-0", "1000", "b.example"))  # left the filter
     assert moved is not None and (moved.type, moved.name) == (
-        Response.TYPE_DELETE,
+        Event.TYPE_DELETE,
         "registrations/1000",
     )
     assert view.change(_delete("5-0", "1000")) is None  # already gone for the client
@@ -200,7 +207,21 @@ def test_view_deletes_only_what_the_client_holds() -> None:
 def test_view_after_resume_deletes_unknown_entries_once() -> None:
     view = WatchView(("registration",), StateFilter(domain="a.example"), resumed=True)
     first = view.change(_set("1-0", "1000", "b.example"))
-    assert first is not None and first.type == Response.TYPE_DELETE
+    assert first is not None and first.type == Event.TYPE_DELETE
     assert view.change(_set("2-0", "1000", "b.example")) is None
     gone = view.change(_delete("3-0", "2000"))
-    assert gone is not None and gone.type == Response.TYPE_DELETE
+    assert gone is not None and gone.type == Event.TYPE_DELETE
+
+
+def test_batches_keep_order_and_bound_count_and_size() -> None:
+    events = [Event(type=Event.TYPE_UPSERT, key=str(n), revision=f"1-{n}") for n in range(7)]
+    sized = [len(r.events) for r in batches(events, max_events=3)]
+    assert sized == [3, 3, 1]
+    assert [e.key for r in batches(events, max_events=3) for e in r.events] == [
+        str(n) for n in range(7)
+    ]
+    one_size = events[0].ByteSize()
+    assert [len(r.events) for r in batches(events[:4], max_bytes=2 * one_size)] == [2, 2]
+    huge = Event(type=Event.TYPE_UPSERT, key="x" * 100)
+    assert [len(r.events) for r in batches([huge, huge], max_bytes=10)] == [1, 1]
+    assert list(batches([])) == []

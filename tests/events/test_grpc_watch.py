@@ -19,10 +19,18 @@ from cti.grpc_server import error_info
 from cti.v1 import events_pb2
 from event_service import grpc_api
 from event_service.watch import ChangeLog, parse_revision
-from tests.events.grpc_support import AUTH, NODE, EventsApi, call_record, registration, running_api
+from tests.events.grpc_support import (
+    AUTH,
+    NODE,
+    EventsApi,
+    Watching,
+    call_record,
+    registration,
+    running_api,
+)
 from tests.support import RedisServer
 
-Response = events_pb2.WatchResponse
+Event = events_pb2.WatchEvent
 SAFETY_TIMEOUT = 30.0
 """A deadline on every Watch so a broken stream fails the test instead of hanging it."""
 
@@ -33,14 +41,16 @@ def api(redis_url: str) -> Iterator[EventsApi]:
         yield running
 
 
-def watch(api: EventsApi, **request: Any) -> Any:
-    return api.stub.Watch(events_pb2.WatchRequest(**request), metadata=AUTH, timeout=SAFETY_TIMEOUT)
+def watch(api: EventsApi, timeout: float = SAFETY_TIMEOUT, **request: Any) -> Watching:
+    return Watching(
+        api.stub.Watch(events_pb2.WatchRequest(**request), metadata=AUTH, timeout=timeout)
+    )
 
 
 def until_snapshot_complete(stream: Any) -> list[Any]:
     entries = []
     for response in stream:
-        if response.type == Response.TYPE_SNAPSHOT_COMPLETE:
+        if response.type == Event.TYPE_SNAPSHOT_COMPLETE:
             entries.append(response)
             return entries
         entries.append(response)
@@ -56,7 +66,7 @@ def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> No
 
 
 def summary(response: Any) -> tuple[str, str, str]:
-    return Response.Type.Name(response.type), events_pb2.WatchKind.Name(response.kind), response.key
+    return Event.Type.Name(response.type), events_pb2.WatchKind.Name(response.kind), response.key
 
 
 def test_snapshot_then_every_change_in_order(api: EventsApi) -> None:
@@ -115,13 +125,13 @@ def test_empty_state_snapshot_then_first_changes(api: EventsApi) -> None:
     first = api.write("registration", "1000", registration("1000"))
     response = next(stream)
     stream.cancel()
-    assert (response.type, response.key, response.revision) == (Response.TYPE_UPSERT, "1000", first)
+    assert (response.type, response.key, response.revision) == (Event.TYPE_UPSERT, "1000", first)
 
 
 def _consume(stream: Any, sink: list[Any], done_key: str) -> None:
     for response in stream:
         sink.append(response)
-        if response.key == done_key and response.type == Response.TYPE_UPSERT:
+        if response.key == done_key and response.type == Event.TYPE_UPSERT:
             return
 
 
@@ -133,16 +143,16 @@ def _picture(responses: list[Any]) -> dict[tuple[int, str], str]:
     for response in responses:
         revision = parse_revision(response.revision)
         ident = (response.kind, response.key)
-        if response.type == Response.TYPE_SNAPSHOT:
+        if response.type == Event.TYPE_SNAPSHOT:
             assert not complete
             state[ident] = getattr(response, response.WhichOneof("resource")).json
-        elif response.type == Response.TYPE_SNAPSHOT_COMPLETE:
+        elif response.type == Event.TYPE_SNAPSHOT_COMPLETE:
             complete, last_revision = True, revision
         else:
             assert complete, "a change before the snapshot was complete"
             assert revision > last_revision, "a change out of order or twice"
             last_revision = revision
-            if response.type == Response.TYPE_UPSERT:
+            if response.type == Event.TYPE_UPSERT:
                 state[ident] = getattr(response, response.WhichOneof("resource")).json
             else:
                 state.pop(ident)
@@ -297,7 +307,7 @@ def test_cancelled_and_expired_streams_stop_reading_redis(api: EventsApi) -> Non
     until_snapshot_complete(stream)
     until(lambda: _blocked_readers(api.redis) == 1, "the watch blocks on XREAD")
     stream.cancel()
-    expiring = api.stub.Watch(events_pb2.WatchRequest(), metadata=AUTH, timeout=0.5)
+    expiring = watch(api, timeout=0.5)
     assert _watch_error(expiring)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     until(lambda: _watch_reads_stopped(api.redis), "the watches stop reading", timeout=15)
 
