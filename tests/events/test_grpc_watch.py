@@ -254,6 +254,7 @@ def test_resume_from_a_trimmed_or_unknown_revision_is_out_of_range(api: EventsAp
     api.redis.xtrim(redis_keys.EVENTS_LOG_STREAM, maxlen=2, approximate=False)
     out_of_range = (grpc.StatusCode.OUT_OF_RANGE, "CHANGES_UNAVAILABLE")
     assert _watch_error(watch(api, resume_token=early)) == out_of_range
+    assert _watch_error(watch(api, resume_token="0-0")) == out_of_range  # start was trimmed
     assert _watch_error(watch(api, resume_token="99999999999999-0")) == out_of_range
     code, _ = _watch_error(watch(api, resume_token="latest"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
