@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -92,8 +92,8 @@ class FakeFreeSwitch:
 
     def set_state(
         self,
-        registrations: Mapping[str, list[Mapping[str, str]]] | None = None,
-        channels: list[Mapping[str, str]] | None = None,
+        registrations: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+        channels: Sequence[Mapping[str, str]] | None = None,
         dumps: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """What the reconcile commands answer: sofia profiles with their registration rows
@@ -259,7 +259,7 @@ def _profiles_xml(profiles: list[str]) -> str:
     return "\n".join(out)
 
 
-def _profile_reg_xml(regs: Mapping[str, list[Mapping[str, str]]], command: str) -> str:
+def _profile_reg_xml(regs: Mapping[str, Sequence[Mapping[str, str]]], command: str) -> str:
     words = command.split()  # sofia xmlstatus profile <name> reg
     name = words[3] if len(words) > 3 else ""
     if name not in regs:
@@ -339,7 +339,7 @@ _CHANNEL_COLUMNS = [
 ]
 
 
-def _channels_json(rows: list[Mapping[str, str]]) -> str:
+def _channels_json(rows: Sequence[Mapping[str, str]]) -> str:
     import json
 
     if not rows:

@@ -107,7 +107,7 @@ def test_hung_up_uuid_object_goes_once_it_is_no_longer_current() -> None:
     second = dict(captured()[2])
     second["Unique-ID"] = "second-call"
     event = classify(second)
-    assert event is not None
+    assert isinstance(event, ChannelEvent)
     state.apply(event)
     record = records(state)["1000"]
     assert isinstance(record, dict)

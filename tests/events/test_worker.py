@@ -53,7 +53,8 @@ def node_of(fs: FakeFreeSwitch) -> EslNode:
 
 
 def stream(client: redis.Redis) -> list[dict[str, str]]:
-    return [fields for _, fields in client.xrange(redis_keys.EVENTS_LOG_STREAM)]
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(redis_keys.EVENTS_LOG_STREAM)  # type: ignore[assignment]
+    return [fields for _, fields in entries]
 
 
 def test_captured_stream_yields_the_seed_shapes(
@@ -119,7 +120,7 @@ def test_channel_and_list_carry_the_same_json_bounded(
         ),
         call=CallTarget("calls", channel="gui:call", list="gui:call:list", fields=SEED_FIELDS),
     )
-    pubsub = client.pubsub()
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe("gui:reg", "gui:call")
     for _ in range(2):  # both subscriptions confirmed before anything is published
         assert until(lambda: pubsub.get_message(timeout=0.1), what="subscribed")["type"] == (
@@ -130,7 +131,7 @@ def test_channel_and_list_carry_the_same_json_bounded(
         fs.send_frames(fixture_frames())
         until(lambda: client.llen("gui:call:list") == 6, what="six call entries")
         until(lambda: client.hlen("registrations") == 0, what="unregistered")
-    messages = []
+    messages: list[tuple[str, dict[str, str]]] = []
     while len(messages) < 11:
         message = until(lambda: pubsub.get_message(timeout=0.1), what="11 messages")
         messages.append((message["channel"], json.loads(message["data"])))

@@ -1,0 +1,206 @@
+"""Several nodes merging in one Redis, two replicas sharing a node through the lease, and
+the directory change -> xml_flush_cache path."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import pytest
+import redis
+
+from cti import redis_keys
+from cti.changes import DirectoryChange
+from cti.config import EslNode
+from event_service.flush import ChangeFlusher, flush_commands
+from event_service.lease import Lease
+from event_service.worker import NodeWorker
+from tests.eslserver import FakeFreeSwitch, fixture_frames
+from tests.events.helpers import captured, settings, until
+
+
+@pytest.fixture
+def two_fs() -> Iterator[tuple[FakeFreeSwitch, FakeFreeSwitch]]:
+    a, b = FakeFreeSwitch().start(), FakeFreeSwitch().start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+class Replica:
+    """What one event-service process runs for some nodes (threads + its own client)."""
+
+    def __init__(
+        self, redis_url: str, nodes: tuple[EslNode, ...], owner: str, **kw: object
+    ) -> None:
+        self.stop = threading.Event()
+        self.client = redis.Redis.from_url(redis_url)
+        config = settings(nodes, **kw)  # type: ignore[arg-type]
+        self.workers = [NodeWorker(n, config, self.client, owner, self.stop) for n in nodes]
+        for worker in self.workers:
+            worker.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=10)
+        self.client.close()
+
+
+def node(fs: FakeFreeSwitch) -> EslNode:
+    return EslNode("127.0.0.1", fs.port)
+
+
+def test_two_nodes_merge_and_reconciling_one_keeps_the_other(
+    two_fs: tuple[FakeFreeSwitch, FakeFreeSwitch], client: redis.Redis, redis_url: str
+) -> None:
+    a, b = two_fs
+    replica = Replica(redis_url, (node(a), node(b)), "r1")
+    try:
+        until(lambda: all(w.connected.is_set() for w in replica.workers), what="both up")
+        frames = fixture_frames()
+        a.send_frames(frames[:1] + frames[2:3])  # 1000 registers and calls out on node A
+        b.send_frames(frames[:1])  # the same extension also registered on node B
+        until(
+            lambda: (
+                len(
+                    json.loads(
+                        client.hget(redis_keys.registration_devices("registrations"), "1000")
+                        or "{}"
+                    )
+                )
+                == 2
+            ),
+            what="two devices",
+        )
+        until(lambda: client.hlen("calls") == 1, what="call on A")
+        # node A restarts and forgets everything; node B still holds its registration
+        worker_a = replica.workers[0]
+        done = worker_a.reconciles
+        a.set_state(registrations={"internal": []}, channels=[])
+        a.drop()
+        until(lambda: worker_a.reconciles > done, what="A reconciled")
+        devices = json.loads(
+            client.hget(redis_keys.registration_devices("registrations"), "1000") or "{}"
+        )
+        assert [d["node"] for d in devices.values()] == [b.address]
+        assert client.hexists("registrations", "1000")
+        record = json.loads(client.hget("calls", "1000") or "")
+        assert record["notify"] == "hangup" and record["activity"] == []
+    finally:
+        replica.close()
+
+
+def test_lease_hands_a_node_over_when_its_replica_dies(
+    two_fs: tuple[FakeFreeSwitch, FakeFreeSwitch], client: redis.Redis, redis_url: str
+) -> None:
+    fs = two_fs[0]
+    first = Replica(redis_url, (node(fs),), "replica-1", lease_seconds=0.6)
+    second: Replica | None = None
+    try:
+        until(first.workers[0].connected.is_set, what="first consumes")
+        second = Replica(redis_url, (node(fs),), "replica-2", lease_seconds=0.6)
+        threading.Event().wait(0.5)  # second keeps trying meanwhile
+        assert not second.workers[0].connected.is_set()
+        assert fs.subscribed_clients() == 1
+        assert client.get(redis_keys.node_lease(fs.address)) == "replica-1"
+        # replica 1 dies without releasing (its lease just expires)
+        first.workers[0].lease.release = lambda: None  # type: ignore[method-assign]
+        first.close()
+        done = fs.connections
+        until(second.workers[0].connected.is_set, what="second takes over")
+        assert fs.connections > done
+        assert second.workers[0].reconciles >= 1
+        fs.send_frames(fixture_frames()[:1])
+        until(lambda: client.hexists("registrations", "1000"), what="second applies events")
+        assert client.get(redis_keys.node_lease(fs.address)) == "replica-2"
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_a_replica_that_lost_its_lease_writes_nothing(client: redis.Redis, redis_url: str) -> None:
+    from event_service.events import RegistrationEvent, classify
+    from event_service.store import LeaseLost, StateStore
+
+    connection = redis.Redis.from_url(redis_url)
+    ours = Lease(connection, "n:1", "me", 5)
+    assert ours.acquire()
+    store = StateStore(connection, settings(), "n:1", ours)
+    first, second = classify(captured()[0]), classify(captured()[1])
+    assert isinstance(first, RegistrationEvent) and isinstance(second, RegistrationEvent)
+    assert store.apply([first]) == 1
+    client.set(redis_keys.node_lease("n:1"), "someone-else")
+    with pytest.raises(LeaseLost):
+        store.apply([second])
+    assert client.hkeys("registrations") == ["1000"]
+    assert not ours.renew()
+    ours.release()  # not ours: must not delete
+    assert client.get(redis_keys.node_lease("n:1")) == "someone-else"
+    connection.close()
+
+
+def test_flush_commands() -> None:
+    change = DirectoryChange("extension", "update", "example.com", "1001", "alice", "al")
+    assert flush_commands(change) == [
+        ("xml_flush_cache", "id 1001 example.com"),
+        ("xml_flush_cache", "id alice example.com"),
+        ("xml_flush_cache", "id al example.com"),
+    ]
+    assert flush_commands(DirectoryChange("template", "update", template="t")) == [
+        ("xml_flush_cache", "")
+    ]
+    assert flush_commands(DirectoryChange("domain", "delete", "example.com")) == [
+        ("xml_flush_cache", "")
+    ]
+
+
+def test_directory_change_flushes_every_connected_freeswitch(
+    two_fs: tuple[FakeFreeSwitch, FakeFreeSwitch], client: redis.Redis, redis_url: str
+) -> None:
+    a, b = two_fs
+    replica = Replica(redis_url, (node(a), node(b)), "r1")
+    flusher_stop = threading.Event()
+
+    def send(commands: Sequence[tuple[str, str]]) -> None:
+        for worker in replica.workers:
+            for command, argument in commands:
+                worker.flush(command, argument)
+
+    flusher = ChangeFlusher(redis_url, send, flusher_stop)
+    flusher.start()
+    try:
+        until(lambda: all(w.connected.is_set() for w in replica.workers), what="both up")
+        until(flusher.subscribed.is_set, what="flusher subscribed")
+        client.publish(redis_keys.DIRECTORY_CHANGES_CHANNEL, "not json")  # ignored
+        change = DirectoryChange("extension", "update", "example.com", "1001", "alice")
+        client.publish(redis_keys.DIRECTORY_CHANGES_CHANNEL, change.to_json())
+        wanted = "api xml_flush_cache id alice example.com"
+        until(lambda: wanted in a.commands and wanted in b.commands, what="flush on both")
+        assert "api xml_flush_cache id 1001 example.com" in a.commands
+        assert "api xml_flush_cache id 1001 example.com" in b.commands
+    finally:
+        flusher_stop.set()
+        flusher.join(timeout=5)
+        replica.close()
+
+
+def test_settings_modes_reach_the_store(redis_url: str) -> None:
+    config = replace(settings(), multiple_registrations={"internal": "true"})
+    from event_service.store import StateStore
+
+    connection = redis.Redis.from_url(redis_url)
+    store = StateStore(connection, config, "n:1")
+    assert store.rules.mode("internal") == "true"
+    assert store.rules.mode("external") == "false"
+    connection.close()
