@@ -90,6 +90,7 @@ class DirectoryHttp:
         self.metrics = metrics
         self.policy = AccessPolicy(settings)
         self.deadline = settings.deadline_ms / 1000
+        self._last_warning = -1.0
 
     async def __call__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
@@ -131,13 +132,20 @@ class DirectoryHttp:
             except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
                 self.metrics.redis_errors.inc()
                 self.metrics.count(request.action_label, "unavailable")
-                log.warning("directory lookup failed: Redis unavailable (%s)", type(exc).__name__)
+                self._warn_unavailable(exc)
                 proto.response_bytes(503, _TEXT, b"directory unavailable\n")
                 return
         result = "not_found" if document is render.NOT_FOUND else "found"
         self.metrics.count(request.action_label, result)
         self.metrics.latency.observe(time.perf_counter() - started)
         proto.response_bytes(200, _XML, document)
+
+    def _warn_unavailable(self, exc: BaseException) -> None:
+        """At most one warning per second: an outage must not flood the logs."""
+        now = time.monotonic()
+        if now - self._last_warning >= 1.0:
+            self._last_warning = now
+            log.warning("directory lookups failing: Redis unavailable (%s)", type(exc).__name__)
 
     async def _body(self, length: str | None, proto: HTTPProtocol) -> bytes | None:
         """The body, or ``None`` when it is larger than allowed (never read past that)."""

@@ -151,6 +151,13 @@ class InvalidationListener:
                         type(exc).__name__,
                     )
                 self.cache.go_dark()
+            except Exception:
+                # A client that cannot subscribe at all (e.g. a Redis Cluster client):
+                # stay correct without the cache rather than die.
+                log.exception("directory cache subscriber failed; cache DISABLED")
+                self.cache.go_dark()
+                self.cache.enabled = False
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.RETRY_MAX)
 
@@ -188,7 +195,7 @@ class InvalidationListener:
                 kind = message["type"]
                 if kind in ("subscribe", "psubscribe"):
                     pending -= 1
-                    if pending == 0:
+                    if pending <= 0:  # also after any re-subscription: flush, then live
                         self.cache.go_live()
                         log.info("directory cache live (keyspace notifications subscribed)")
                 elif kind in ("message", "pmessage"):
