@@ -104,8 +104,17 @@ def ext_list(client: DirectoryClient, args: argparse.Namespace, out: Output) -> 
         template=args.template or "",
         id_prefix=args.prefix or "",
     )
-    out.extensions(_page_all(client, "ListExtensions", request, "extensions", args.limit))
+    found = _page_all(client, "ListExtensions", request, "extensions", args.limit)
+    out.extensions(sorted(found, key=lambda e: _natural(e.name)))
     return 0
+
+
+def _natural(name: str) -> tuple[str, int, str]:
+    """Sort key: by domain, numeric ids by value (the API lists in Redis scan order)."""
+    _, domain, _, extension_id = [*name.split("/"), "", "", ""][:4]
+    if extension_id.isdigit():
+        return (domain, int(extension_id), "")
+    return (domain, 1 << 62, extension_id)
 
 
 def ext_get(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:

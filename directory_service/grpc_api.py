@@ -63,10 +63,10 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
         )
         size = messages.page_size(request.page_size)
         query = {"parent": request.parent, "template": template, "id_prefix": request.id_prefix}
-        position = messages.decode_token(request.page_token, query, 2)
+        position = messages.decode_token(request.page_token, query, 3)
         page, next_position = self.store.list_extensions(
             None if domain == validation.ALL_DOMAINS else domain,
-            (position[0], position[1]) if position else None,
+            (position[0], position[1], position[2]) if position else None,
             size,
             template,
             request.id_prefix,

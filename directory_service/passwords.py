@@ -15,7 +15,15 @@ SECRET_PARAMS = (PASSWORD, A1_HASH)
 
 
 def generate_password(length: int = GENERATED_LENGTH) -> str:
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+    """``length`` uniformly random characters of the alphabet (one CSPRNG draw, so a batch
+    of 10,000 stays cheap): 16 characters carry ~95 bits."""
+    base = len(PASSWORD_ALPHABET)
+    number = secrets.randbelow(base**length)
+    characters = []
+    for _ in range(length):
+        number, digit = divmod(number, base)
+        characters.append(PASSWORD_ALPHABET[digit])
+    return "".join(characters)
 
 
 def a1_hash(user: str, realm: str, password: str) -> str:

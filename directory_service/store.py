@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 from redis.client import Pipeline
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 100
-READ_CHUNK = 1000
 
 
 Raw = bytes | str
@@ -56,6 +55,14 @@ Raw = bytes | str
 
 def _bytes(value: Raw) -> bytes:
     return value.encode() if isinstance(value, str) else value
+
+
+ListPosition = tuple[str, str, str]
+"""Where a listing continues: (domain, HSCAN cursor, last id returned from that batch)."""
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def etag_of(raw: Raw | None) -> str:
@@ -163,48 +170,57 @@ class DirectoryStore:
     def list_extensions(
         self,
         domain: str | None,
-        after: tuple[str, str] | None,
+        position: ListPosition | None,
         limit: int,
         template: str = "",
         id_prefix: str = "",
-    ) -> tuple[list[StoredExtension], tuple[str, str] | None]:
-        """Up to ``limit`` extensions ordered by (domain, id) after ``after``; ``domain``
-        None = all domains. Returns the page and the position to continue from (None at
-        the end). Entries that do not parse are skipped with a warning (Get reports them)."""
+    ) -> tuple[list[StoredExtension], ListPosition | None]:
+        """Up to ``limit`` extensions from ``position`` on; ``domain`` None = all domains
+        (in name order). Within a domain the order is Redis's ``HSCAN`` order: a page costs
+        O(page size) whatever the domain's size, and an entry present for the whole listing
+        is returned at least once (a concurrent write may repeat or miss the entries it
+        touches). Returns the page and where to continue (None at the end). Entries that
+        do not parse are skipped with a warning (Get reports them)."""
         domains = [domain] if domain is not None else self.extension_domains()
         page: list[StoredExtension] = []
         for current in domains:
-            if after is not None and current < after[0]:
+            if position is not None and current < position[0]:
                 continue
-            after_id = after[1] if after is not None and current == after[0] else None
-            for item in self._domain_page(
-                current, after_id, limit - len(page), template, id_prefix
-            ):
-                page.append(item)
+            start = position if position is not None and current == position[0] else None
+            resume = self._scan_domain(current, start, limit, template, id_prefix, page)
+            if resume is not None:
+                return page, resume
             if len(page) >= limit:
-                last = page[-1]
-                return page, (last.domain, last.extension_id)
+                # This domain is done: continue after it ("\0" sorts before any name).
+                return page, (current + "\0", "0", "")
         return page, None
 
-    def _domain_page(
-        self, domain: str, after_id: str | None, limit: int, template: str, id_prefix: str
-    ) -> Iterable[StoredExtension]:
+    def _scan_domain(
+        self,
+        domain: str,
+        start: ListPosition | None,
+        limit: int,
+        template: str,
+        id_prefix: str,
+        page: list[StoredExtension],
+    ) -> ListPosition | None:
+        """Append ``domain``'s entries to ``page`` until it holds ``limit``; the position
+        after the last one appended if the domain has more, else None."""
         key = redis_keys.extensions(domain)
-        prefix = id_prefix.encode()
-        after = after_id.encode() if after_id is not None else None
-        ids = sorted(
-            k
-            for k in map(_bytes, self.client.hkeys(key))
-            if k.startswith(prefix) and (after is None or k > after)
-        )
-        found = 0
-        chunk = limit if not template else max(limit, READ_CHUNK)
-        for start in range(0, len(ids), chunk):
-            batch = ids[start : start + chunk]
-            for raw_id, raw in zip(batch, self.client.hmget(key, batch), strict=True):
-                if raw is None:
-                    continue  # deleted meanwhile
-                extension_id = raw_id.decode()
+        match = _glob_escape(id_prefix) + "*" if id_prefix else None
+        cursor = int(start[1]) if start is not None else 0
+        resume_after = start[2].encode() if start is not None and start[2] else None
+        while True:
+            next_cursor, batch = self.client.hscan(key, cursor, match=match, count=limit)
+            items = [(_bytes(k), v) for k, v in cast(dict[Raw, Raw], batch).items()]
+            if resume_after is not None:
+                ids = [k for k, _ in items]
+                # Skip through the last entry already returned; if it is gone, take the
+                # whole batch again (a repeat rather than a miss).
+                items = items[ids.index(resume_after) + 1 :] if resume_after in ids else items
+                resume_after = None
+            for index, (raw_id, raw) in enumerate(items):
+                extension_id = raw_id.decode(errors="replace")
                 try:
                     entry = parse_entry(raw)
                 except ExtensionFormatError as exc:
@@ -214,10 +230,14 @@ class DirectoryStore:
                     continue
                 if template and entry.template != template:
                     continue
-                yield StoredExtension(domain, extension_id, entry, etag_of(raw))
-                found += 1
-                if found >= limit:
-                    return
+                page.append(StoredExtension(domain, extension_id, entry, etag_of(raw)))
+                if len(page) >= limit:
+                    if index == len(items) - 1 and int(next_cursor) == 0:
+                        return None
+                    return (domain, str(cursor), extension_id)
+            cursor = int(next_cursor)
+            if cursor == 0:
+                return None
 
     # -----------------------------------------------------------------------------------
     # Extensions: writes
