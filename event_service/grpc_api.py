@@ -42,6 +42,7 @@ from event_service.watch import (
     ALL_KINDS,
     ChangeLog,
     LogGap,
+    UpsertCache,
     WatchView,
     batches,
     parse_revision,
@@ -93,6 +94,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
         self._hashes = hashes
         self._reader = StateReader(client)
         self._log = ChangeLog(client, hashes)
+        self._upserts = UpsertCache()
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
         self._stopping = threading.Event()
 
@@ -173,6 +175,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
             _watch_kinds(request.kinds),
             StateFilter(request.domain, request.extension_prefix),
             resumed=bool(request.resume_token),
+            cache=self._upserts,
         )
         position = _resume_position(request.resume_token)
         if not self._watch_slots.acquire(blocking=False):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,6 +55,7 @@ _KIND_ENUM: dict[Kind, events_pb2.WatchKind] = {
     "registration": events_pb2.WATCH_KIND_REGISTRATIONS,
     "call": events_pb2.WATCH_KIND_EXTENSION_CALLS,
 }
+_KIND_OF: dict[int, Kind] = {number: kind for kind, number in _KIND_ENUM.items()}
 
 
 class LogGap(Exception):
@@ -218,10 +221,17 @@ class WatchView:
     held, so its first deletion (or non-matching update) is sent once.
     """
 
-    def __init__(self, kinds: Iterable[Kind], state_filter: StateFilter, resumed: bool) -> None:
+    def __init__(
+        self,
+        kinds: Iterable[Kind],
+        state_filter: StateFilter,
+        resumed: bool,
+        cache: UpsertCache | None = None,
+    ) -> None:
         self.kinds = frozenset(kinds)
         self.filter = state_filter
         self._resumed = resumed
+        self._cache = cache
         self._shown: dict[tuple[Kind, str], bool] = {}
 
     def snapshot(self, snapshot: Snapshot) -> Iterator[Event]:
@@ -230,21 +240,25 @@ class WatchView:
                 continue
             entries = snapshot.entries.get(kind, {})
             for key in sorted(entries):
-                response = self._upsert(kind, key, entries[key], snapshot.revision, "")
-                if response is not None:
-                    response.type = Event.TYPE_SNAPSHOT
-                    yield response
+                event = upsert_event(kind, key, entries[key], snapshot.revision, "")
+                if self._show(event):
+                    event.type = Event.TYPE_SNAPSHOT
+                    yield event
         yield Event(type=Event.TYPE_SNAPSHOT_COMPLETE, revision=snapshot.revision)
 
     def change(self, change: Change) -> Event | None:
         if change.kind not in self.kinds:
             return None
         if change.op == "set":
-            response = self._upsert(
-                change.kind, change.key, change.value, change.revision, change.node
+            event = (
+                self._cache.get(change)
+                if self._cache is not None
+                else upsert_event(
+                    change.kind, change.key, change.value, change.revision, change.node
+                )
             )
-            if response is not None:
-                return response
+            if self._show(event):
+                return event
         ident = (change.kind, change.key)
         if not self._shown.get(ident, self._resumed):
             return None
@@ -258,27 +272,59 @@ class WatchView:
             node=change.node,
         )
 
-    def _upsert(self, kind: Kind, key: str, value: bytes, revision: str, node: str) -> Event | None:
-        response = Event(
-            type=Event.TYPE_UPSERT,
-            kind=_KIND_ENUM[kind],
-            key=key,
-            name=resource_name(kind, key),
-            revision=revision,
-            node=node,
-        )
-        if kind == "registration":
-            registration = registration_message(key, value)
-            if not self.filter.matches_registration(registration):
-                return None
-            response.registration.CopyFrom(registration)
+    def _show(self, event: Event) -> bool:
+        """Whether the upserted entry matches this watcher (and remember it was shown)."""
+        if event.HasField("registration"):
+            matches = self.filter.matches_registration(event.registration)
         else:
-            calls = extension_calls_message(key, value)
-            if not self.filter.matches_calls(calls):
-                return None
-            response.extension_calls.CopyFrom(calls)
-        self._shown[(kind, key)] = True
-        return response
+            matches = self.filter.matches_calls(event.extension_calls)
+        if matches:
+            self._shown[(_KIND_OF[event.kind], event.key)] = True
+        return matches
+
+
+def upsert_event(kind: Kind, key: str, value: bytes, revision: str, node: str) -> Event:
+    """The ``TYPE_UPSERT`` event carrying one stored value."""
+    event = Event(
+        type=Event.TYPE_UPSERT,
+        kind=_KIND_ENUM[kind],
+        key=key,
+        name=resource_name(kind, key),
+        revision=revision,
+        node=node,
+    )
+    if kind == "registration":
+        event.registration.CopyFrom(registration_message(key, value))
+    else:
+        event.extension_calls.CopyFrom(extension_calls_message(key, value))
+    return event
+
+
+class UpsertCache:
+    """Upsert events of recent changes, shared by every watcher of one server.
+
+    Watchers read the same changes at about the same time; converting a change's JSON
+    into a message is most of a watcher's work, so it is done once per change and the
+    (then read-only) event is shared. Bounded: the oldest entries are dropped.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._events: OrderedDict[tuple[str, Kind, str], Event] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, change: Change) -> Event:
+        ident = (change.revision, change.kind, change.key)
+        with self._lock:
+            event = self._events.get(ident)
+        if event is not None:
+            return event
+        event = upsert_event(change.kind, change.key, change.value, change.revision, change.node)
+        with self._lock:
+            self._events[ident] = event
+            while len(self._events) > self._size:
+                self._events.popitem(last=False)
+        return event
 
 
 def batches(

@@ -21,6 +21,7 @@ from event_service.state_views import (
 from event_service.watch import (
     Change,
     Snapshot,
+    UpsertCache,
     WatchView,
     batches,
     parse_change,
@@ -225,3 +226,18 @@ def test_batches_keep_order_and_bound_count_and_size() -> None:
     huge = Event(type=Event.TYPE_UPSERT, key="x" * 100)
     assert [len(r.events) for r in batches([huge, huge], max_bytes=10)] == [1, 1]
     assert list(batches([])) == []
+
+
+def test_watchers_share_converted_upserts_but_filter_on_their_own() -> None:
+    cache = UpsertCache(size=2)
+    a_only = WatchView(("registration",), StateFilter(domain="a.example"), False, cache)
+    everyone = WatchView(("registration",), StateFilter(), False, cache)
+    change = _set("1-0", "1000", "a.example")
+    first, second = everyone.change(change), a_only.change(change)
+    assert first is not None and first is second
+    other = _set("2-0", "1001", "b.example")
+    assert everyone.change(other) is not None and a_only.change(other) is None
+    for n in range(3, 6):  # pushes the first one out of the bounded cache
+        everyone.change(_set(f"{n}-0", "1002"))
+    again = a_only.change(change)
+    assert again is not None and again is not first and again == first
