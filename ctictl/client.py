@@ -13,6 +13,7 @@ from cti.grpc_server import error_info
 from cti.v1 import directory_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+MAX_MESSAGE_BYTES = 64 << 20  # a large batch's answer (generated passwords) is several MB
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,13 @@ class DirectoryClient:
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         if target.tls:
             root = Path(target.ca_file).read_bytes() if target.ca_file else None
-            self.channel = grpc.secure_channel(
-                target.address, grpc.ssl_channel_credentials(root_certificates=root)
-            )
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self.channel = grpc.secure_channel(target.address, credentials, options=options)
         else:
-            self.channel = grpc.insecure_channel(target.address)
+            self.channel = grpc.insecure_channel(target.address, options=options)
         self.stub = directory_pb2_grpc.DirectoryServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {target.token}"),) if target.token else ()
 

@@ -28,6 +28,8 @@ from directory_service.store import DirectoryStore
 SERVICE_NAME = "cti.v1.DirectoryService"
 ERROR_DOMAIN = "directory.cti"
 MAX_BATCH = 50_000
+MAX_MESSAGE_BYTES = 64 << 20
+"""Requests and answers of a 50,000-extension batch are several MB (gRPC's default: 4)."""
 EXTENSION_PATHS = ("params", "variables", "attributes", "template", "password")
 SETTINGS_PATHS = ("params", "variables", "attributes")
 DOMAIN_PATHS = ("params", "variables")
@@ -279,6 +281,13 @@ def create_grpc_server(settings: Settings, **options: Any) -> grpc.Server:
     Options go to :func:`cti.grpc_server.build_server` (``max_workers``, ``options``)."""
     store = DirectoryStore(redis_client.connect(settings.redis_url))
     api = DirectoryApi(store, settings.directory.store_a1_hash)
+    options.setdefault(
+        "options",
+        [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
     return build_server(
         settings.directory.grpc,
         [SERVICE_NAME],

@@ -22,6 +22,7 @@ from directory_service.model import DirectoryEntry
 from directory_service.passwords import A1_HASH, PASSWORD, SECRET_PARAMS
 
 EXTENSION_ID = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
+STORED_ID = re.compile(r"[^/\s\x00-\x1f\x7f]{1,256}")
 ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 TEMPLATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DOMAIN_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -90,13 +91,19 @@ def parse_domain_name(name: str, field: str, allow_all: bool = False) -> str:
 
 
 def parse_extension_name(name: str, field: str) -> tuple[str, str]:
-    """``domains/{domain}/extensions/{extension}`` -> (domain, extension id)."""
+    """``domains/{domain}/extensions/{extension}`` -> (domain, extension id).
+
+    Names an existing extension, so the id may be anything an entry written by hand uses
+    (say ``Alice``), short of ``/``, whitespace and control characters; only *new* ids
+    must pass :func:`check_extension_id`."""
     parts = name.split("/")
     if len(parts) != 4 or parts[0] != "domains" or parts[2] != EXTENSIONS_COLLECTION:
         raise invalid_argument(
             field, f"{name!r} is not an extension name (domains/{{domain}}/extensions/{{id}})"
         )
-    return check_domain(parts[1], field), check_extension_id(parts[3], field)
+    if not STORED_ID.fullmatch(parts[3]):
+        raise invalid_argument(field, f"{parts[3]!r} is not an extension id")
+    return check_domain(parts[1], field), parts[3]
 
 
 def parse_template_name(name: str, field: str, allow_bare: bool = False) -> str:

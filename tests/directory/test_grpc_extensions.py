@@ -148,6 +148,11 @@ def test_hand_written_entry_is_read_by_get_and_list(api: Api, redis_server: obje
         redis.Redis.from_url(api.redis_url).hget(redis_keys.aliases(DOMAIN), "myphone") == b"1000"
     )
     assert stored(api, "1000")["param"]["password"] == "123"
+    # An id the API would not create (upper case) is still readable and deletable.
+    redis.Redis.from_url(api.redis_url).hset(KEY, "Alice", '{"param":{"vm-password":"1"}}')
+    got = api.call("GetExtension", pb.GetExtensionRequest(name=name("Alice")))
+    assert dict(got.params) == {"vm-password": "1"} and not got.has_password
+    api.call("DeleteExtension", pb.DeleteExtensionRequest(name=name("Alice")))
 
 
 def test_unreadable_stored_value_is_reported_and_can_be_deleted(api: Api) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,8 +16,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cti import redis_keys
 from cti.config import ConfigError, parse_settings
+from cti.grpc_server import ApiError
 from cti.v1 import directory_pb2 as pb
+from cti.v1 import directory_pb2_grpc
 from directory_service.grpc_api import SERVICE_NAME, create_grpc_server
+from directory_service.model import DirectoryEntry
+from directory_service.store import DirectoryStore
 from tests.directory.grpc_fixtures import Api, api_fixture, expect_error
 
 __all__ = ["api_fixture"]  # the pytest fixture "api"
@@ -77,6 +83,71 @@ def test_stop_reports_not_serving_then_drains(redis_url: str) -> None:
         assert stopped.wait(10)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+
+
+def test_tls(redis_url: str, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    document = {
+        "redis": {"url": redis_url},
+        "directory": {
+            "grpc": {
+                "listen": f"127.0.0.1:{port}",
+                "tokens": ["tls-token"],
+                "tls_cert": str(cert),
+                "tls_key": str(key),
+            }
+        },
+    }
+    server = create_grpc_server(parse_settings(json.dumps(document)))
+    server.start()
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            stub = directory_pb2_grpc.DirectoryServiceStub(channel)
+            metadata = (("authorization", "Bearer tls-token"),)
+            created = stub.CreateDomain(
+                pb.CreateDomainRequest(domain_id="a.com"), metadata=metadata, timeout=10
+            )
+            assert created.name == "domains/a.com"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain, pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    finally:
+        server.stop(None)
+
+
+def test_unreadable_tls_files_are_a_config_error(redis_url: str, tmp_path: Path) -> None:
+    document = {
+        "directory": {
+            "grpc": {
+                "listen": f"127.0.0.1:{free_port()}",
+                "tls_cert": str(tmp_path / "missing.pem"),
+                "tls_key": str(tmp_path / "missing.key"),
+            }
+        }
+    }
+    with pytest.raises(ConfigError, match="cannot read"):
+        create_grpc_server(parse_settings(json.dumps(document)))
+
+
+def test_write_retries_stop_at_the_deadline(redis_url: str) -> None:
+    store = DirectoryStore(redis.Redis.from_url(redis_url))
+    error = None
+    try:
+        store.create_extensions("a.com", [("1", DirectoryEntry())], deadline=time.monotonic() - 1)
+    except ApiError as exc:
+        error = exc
+    assert error is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert redis.Redis.from_url(redis_url).exists(redis_keys.extensions("a.com")) == 0
 
 
 class Subscriber:

@@ -52,7 +52,15 @@ def test_resource_names() -> None:
     assert validation.parse_template_name("templates/agents", "t") == "agents"
     assert validation.parse_template_name("agents", "t", allow_bare=True) == "agents"
     assert validation.parse_domain_name("domains/-", "p", allow_all=True) == "-"
-    for bad in ("ex.com/1001", "domains/ex.com/users/1", "domains/ex.com/extensions/1/x"):
+    # An existing (hand-written) id need not follow the rules for new ids.
+    assert validation.parse_extension_name("domains/ex.com/extensions/Alice", "n")[1] == "Alice"
+    for bad in (
+        "ex.com/1001",
+        "domains/ex.com/users/1",
+        "domains/ex.com/extensions/1/x",
+        "domains/ex.com/extensions/a b",
+        "domains/ex.com/extensions/",
+    ):
         assert violation(lambda bad=bad: validation.parse_extension_name(bad, "name")) == "name"
     assert violation(lambda: validation.parse_template_name("agents", "name")) == "name"
     assert violation(lambda: validation.parse_domain_name("domains/-", "parent")) == "parent"
