@@ -177,8 +177,13 @@ def _id_text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def _no_log(info: Any) -> bool:
+    """XINFO STREAM's answer when the log does not exist (yet, or after a flush)."""
+    return isinstance(info, redis.ResponseError) and "no such key" in str(info).lower()
+
+
 def _last_id(info: Any) -> str:
-    if isinstance(info, redis.ResponseError):  # no log yet: every change is after START
+    if _no_log(info):  # no log yet: every change is after START
         return START
     if isinstance(info, Exception):
         raise info
@@ -188,7 +193,7 @@ def _last_id(info: Any) -> str:
 def _check_reaches(info: Any, after: str) -> None:
     """Raise :class:`LogGap` unless every entry after ``after`` is still in the log."""
     position = parse_revision(after)
-    if isinstance(info, redis.ResponseError):  # the log does not exist
+    if _no_log(info):
         if after != START:
             raise LogGap("the change log was reset (Redis flushed or restarted)")
         return
