@@ -18,6 +18,7 @@ from cti import redis_keys
 from cti.grpc_server import error_info
 from cti.v1 import events_pb2
 from event_service import grpc_api
+from event_service.grpc_api import create_grpc_server
 from event_service.watch import ChangeLog, parse_revision
 from tests.events.grpc_support import (
     AUTH,
@@ -337,3 +338,47 @@ def test_watches_beyond_the_limit_are_refused(
         )
         first.cancel()
         until(lambda: _try_watch(api), "a slot is free again once the first watch ends")
+
+
+def test_a_client_resumes_across_a_server_restart_without_loss(api: EventsApi) -> None:
+    """The README's client loop: apply events, remember the last revision (never a
+    snapshot entry's), resume with it after UNAVAILABLE."""
+    picture: dict[str, str] = {}
+    revision = ""
+
+    def apply(stream: Watching, until_key: str) -> None:
+        nonlocal revision
+        for event in stream:
+            if event.type == Event.TYPE_DELETE:
+                picture.pop(event.name, None)
+            elif event.type != Event.TYPE_SNAPSHOT_COMPLETE:
+                picture[event.name] = getattr(event, event.WhichOneof("resource")).json
+            if event.type != Event.TYPE_SNAPSHOT:
+                revision = event.revision
+            if event.key == until_key:
+                return
+
+    api.write("registration", "1000", registration("1000"))
+    api.write("call", "1000", call_record("1000", ["u1"]))
+    first = watch(api)
+    api.write("registration", "1001", registration("1001"))
+    apply(first, until_key="1001")
+    api.server.stop(SAFETY_TIMEOUT)
+    with pytest.raises(grpc.RpcError) as error:
+        apply(first, until_key="never")
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    # while no server runs, the core goes on writing
+    api.write("registration", "1000", None)
+    api.write("call", "1000", call_record("1000", ["u1"], "hangup"))
+    api.write("registration", "1002", registration("1002"))
+    restarted = create_grpc_server(api.settings)
+    restarted.start()
+    try:
+        apply(watch(api, resume_token=revision), until_key="1002")
+    finally:
+        restarted.stop(0).wait()
+    stored = {
+        f"registrations/{_text(k)}": _text(v) for k, v in api.redis.hgetall("registrations").items()
+    }
+    stored.update({f"calls/{_text(k)}": _text(v) for k, v in api.redis.hgetall("calls").items()})
+    assert picture == stored
