@@ -144,8 +144,10 @@ def ext_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> i
 
 def ext_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
     sections = _sections(args)
-    if args.alias is not None:
+    if args.alias:
         sections["attributes"]["number-alias"] = args.alias
+    elif args.alias == "":
+        args.unset_attr.append("number-alias")
     paths = _mask(args, sections)
     template = ""
     if args.template is not None or args.no_template:

@@ -61,6 +61,14 @@ def test_extension_lifecycle(api: Api) -> None:
         api, "ext", "update", "1001@example.com", "--var", "x=1", "--unset-param", "auth-acl"
     )
     assert updated["variables"] == {"x": "1"} and "params" not in updated
+    stale = ctictl(api, "ext", "update", "1001@example.com", "--var", "y=2", "--etag", got["etag"])
+    assert stale.returncode == 1 and "ETAG_MISMATCH" in stale.stderr
+    cleared = ok_json(
+        api, "ext", "update", "1001@example.com", "--alias", "", "--no-template",
+        "--etag", updated["etag"],
+    )  # fmt: skip
+    assert "attributes" not in cleared and "template" not in cleared
+    assert redis.Redis.from_url(api.redis_url).hlen(redis_keys.aliases("example.com")) == 0
     listed = ok_json(api, "ext", "list", "--domain", "example.com")
     assert [e["name"] for e in listed] == ["domains/example.com/extensions/1001"]
     human = ctictl(api, "ext", "list")
