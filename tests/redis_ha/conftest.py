@@ -7,7 +7,7 @@ import pytest
 from tests.redis_ha.topology import Cluster, SentinelSetup, client, redis_cluster, redis_sentinel
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     with redis_cluster(masters=3) as running:
         yield running
@@ -20,7 +20,7 @@ def cluster_url(cluster: Cluster) -> str:
     return cluster.url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sentinel_setup() -> Iterator[SentinelSetup]:
     with redis_sentinel(sentinels=3) as running:
         yield running

@@ -1,0 +1,89 @@
+"""The real services as processes against a given REDIS_URL, failing fast if they exit
+(a service that cannot use the Redis topology must not cost a long port timeout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.directory.service import Service
+from tests.support import REPO, free_port
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing answers on 127.0.0.1:{port}:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def _process(
+    module: str, config: Mapping[str, object], env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"cti-{module}-"))
+    (workdir / "cti.json").write_text(json.dumps(config))
+    log = workdir / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(workdir / "cti.json")],
+            cwd=REPO,
+            env={**os.environ, "CTI_LOG_LEVEL": "INFO", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def directory_service(redis_url: str) -> Iterator[Service]:
+    http_port, grpc_port = free_port(), free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "CTI_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+    }
+    with _process("directory_service", {}, env) as (process, log):
+        _wait_listening(process, http_port, log)
+        yield Service(http_port, grpc_port, process, log)
+
+
+@contextmanager
+def event_service(redis_url: str, esl_address: str) -> Iterator[Path]:
+    """Yields the service's log path once its metrics port answers."""
+    metrics_port = free_port()
+    config = {"events": {"metrics_listen": f"127.0.0.1:{metrics_port}", "lease_seconds": 3}}
+    env = {
+        "REDIS_URL": redis_url,
+        "CTI_ESL_NODES": esl_address,
+        "CTI_ESL_PASSWORD": "ClueCon",
+        "CTI_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    with _process("event_service", config, env) as (process, log):
+        _wait_listening(process, metrics_port, log)
+        yield log
