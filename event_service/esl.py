@@ -4,8 +4,10 @@ protocol; it releases the GIL while it waits, so one thread per node reads in pa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import _ESL  # type: ignore[import-not-found]
 import ESL
 
 from cti.config import EslNode
@@ -17,6 +19,54 @@ class EslUnavailable(Exception):
 
 class EslDisconnected(Exception):
     """The socket closed (FreeSWITCH restarted, network cut, listener kicked)."""
+
+
+class EventHeaders(Mapping[str, str]):
+    """A received event's decoded headers, read on demand: one C call per header asked
+    for (a channel event has ~200 headers and the state needs ~20). Iterating (a
+    registration's whole value) materialises them all once, via the library's JSON."""
+
+    __slots__ = ("_all", "_event", "_seen")
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+        self._all: dict[str, str] | None = None
+        self._seen: dict[str, str | None] = {}
+
+    def _header(self, name: str) -> str | None:
+        if self._all is not None:
+            return self._all.get(name)
+        try:
+            return self._seen[name]
+        except KeyError:
+            # The SWIG function itself, not its Python wrapper: this is the hot path.
+            value: str | None = _ESL.ESLevent_getHeader(self._event, name)
+            self._seen[name] = value
+            return value
+
+    def __getitem__(self, name: str) -> str:
+        value = self._header(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._header(name)
+        return default if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._header(name) is not None
+
+    def _materialised(self) -> dict[str, str]:
+        if self._all is None:
+            self._all = json.loads(self._event.serialize("json"))
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._materialised())
+
+    def __len__(self) -> int:
+        return len(self._materialised())
 
 
 class EslConnection:
@@ -43,7 +93,7 @@ class EslConnection:
             raise EslDisconnected(f"no reply to api {command}")
         return str(reply.getBody() or "")
 
-    def receive(self, timeout_ms: int) -> dict[str, str] | None:
+    def receive(self, timeout_ms: int) -> Mapping[str, str] | None:
         """The next event's decoded headers, ``None`` when none came within the timeout."""
         event = self._conn.recvEventTimed(timeout_ms)
         if event is None:
@@ -53,8 +103,7 @@ class EslConnection:
         content_type = event.getHeader("Content-Type")
         if content_type == "text/disconnect-notice":
             raise EslDisconnected(f"{self.node.address} sent a disconnect notice")
-        headers: dict[str, str] = json.loads(event.serialize("json"))
-        return headers
+        return EventHeaders(event)
 
     def close(self) -> None:
         if self._conn is not None:

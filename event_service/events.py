@@ -154,18 +154,17 @@ def _channel(action: ChannelAction, headers: Headers) -> ChannelEvent | None:
 def channel_owner(headers: Headers, inbound: bool) -> Owner | None:
     """The extension of a leg (``freeswitch.md`` table), ``None`` for a leg that is no
     extension's (a trunk call, an unauthenticated caller)."""
-    presence_user, _, presence_domain = headers.get("Channel-Presence-ID", "").partition("@")
     if inbound:
         user = headers.get("variable_user_name") or headers.get("variable_sip_auth_username")
         if not user and "variable_uuid" not in headers:
             # Events without channel variables: only the caller profile says who it is.
             user = headers.get("Caller-Username")
-        domain = (
-            headers.get("variable_domain_name")
-            or headers.get("variable_sip_auth_realm")
-            or presence_domain
-        )
+        domain = headers.get("variable_domain_name") or headers.get("variable_sip_auth_realm")
     else:
-        user = headers.get("variable_dialed_user") or presence_user
-        domain = headers.get("variable_dialed_domain") or presence_domain
+        user = headers.get("variable_dialed_user")
+        domain = headers.get("variable_dialed_domain")
+    if not user or not domain:
+        presence_user, _, presence_domain = headers.get("Channel-Presence-ID", "").partition("@")
+        user = user or (presence_user if not inbound else None)
+        domain = domain or presence_domain
     return Owner(user, domain or "") if user else None

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from cti import redis_keys
 from cti.config import EventSettings
@@ -126,26 +127,23 @@ class StateStore:
     def _queue(
         self, pipe: redis.client.Pipeline, changes: Sequence[StateChange | IndexWrite]
     ) -> list[tuple[int, str, int]]:
-        """Queue the commands; returns (result index, list, max) of each LPUSH."""
+        """Queue the commands; returns (result index, list, max) of each LPUSH.
+
+        Every change is logged (XADD) and published/listed in order; the hash writes are
+        coalesced to the last value per field (one HSET/HDEL per key): inside one
+        MULTI/EXEC nobody can see the intermediate values anyway."""
         pushes: list[tuple[int, str, int]] = []
+        finals: dict[str, dict[str, str | None]] = {}
         position = 0  # index of the next command's result in EXEC's reply
         for change in changes:
             if isinstance(change, IndexWrite):
                 key = self.devices_key if change.index == "devices" else self.channels_key
-                if change.value is None:
-                    pipe.hdel(key, change.field)
-                else:
-                    pipe.hset(key, change.field, change.value)
-                position += 1
+                finals.setdefault(key, {})[change.field] = change.value
                 continue
             target = (
                 self.settings.registration if change.kind == "registration" else self.settings.call
             )
-            if change.value is None:
-                pipe.hdel(target.hash, change.field)
-            else:
-                pipe.hset(target.hash, change.field, change.value)
-            position += 1
+            finals.setdefault(target.hash, {})[change.field] = change.value
             if target.channel:
                 pipe.publish(target.channel, change.payload)
                 position += 1
@@ -167,6 +165,13 @@ class StateStore:
                 approximate=True,
             )
             position += 1
+        for key, fields in finals.items():
+            sets: dict[FieldT, EncodableT] = {f: v for f, v in fields.items() if v is not None}
+            deletes = [f for f, v in fields.items() if v is None]
+            if sets:
+                pipe.hset(key, mapping=sets)
+            if deletes:
+                pipe.hdel(key, *deletes)
         return pushes
 
     def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:

@@ -14,7 +14,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
@@ -184,30 +185,41 @@ class NodeWorker(threading.Thread):
                 },
             )
 
-    def process(self, batch: Sequence[dict[str, str]], conn: EslConnection) -> None:
+    def process(self, batch: Sequence[Mapping[str, str]], conn: EslConnection) -> None:
         ops: list[Operation] = []
-        for headers in batch:
-            core = headers.get("Core-UUID", "")
-            if core and self.core_uuid and core != self.core_uuid:
-                log.warning("FreeSWITCH restarted (new Core-UUID)", extra={"node": self.address})
-                metrics.RESTARTS.labels(self.address).inc()
-                self._apply(ops)
-                ops = []
-                self.core_uuid = core
-                self.reconcile(conn)
-            elif core:
-                self.core_uuid = core
+        kinds: Counter[str] = Counter()
+        for index, headers in enumerate(batch):
+            # A FreeSWITCH restart drops the socket, so one connection's events share one
+            # Core-UUID: checking each batch's first and last event is enough.
+            if index == 0 or index == len(batch) - 1:
+                ops = self._check_core_uuid(headers.get("Core-UUID", ""), ops, conn)
             event = classify(headers)
-            kind = headers.get("Event-Subclass") or headers.get("Event-Name", "?")
-            metrics.EVENTS.labels(self.address, kind).inc()
+            name = headers.get("Event-Name", "?")
+            kinds[headers.get("Event-Subclass", name) if name == "CUSTOM" else name] += 1
             if isinstance(event, RegistrationEvent | ChannelEvent):
                 ops.append(event)
             elif isinstance(event, Heartbeat):
                 pass
         self._apply(ops)
+        for kind, count in kinds.items():
+            metrics.EVENTS.labels(self.address, kind).inc(count)
         stamp = batch[-1].get("Event-Date-Timestamp", "")
         if stamp.isdigit():
             metrics.APPLY_LAG.labels(self.address).observe(max(0.0, time.time() - int(stamp) / 1e6))
+
+    def _check_core_uuid(
+        self, core: str, ops: list[Operation], conn: EslConnection
+    ) -> list[Operation]:
+        if core and self.core_uuid and core != self.core_uuid:
+            log.warning("FreeSWITCH restarted (new Core-UUID)", extra={"node": self.address})
+            metrics.RESTARTS.labels(self.address).inc()
+            self._apply(ops)
+            self.core_uuid = core
+            self.reconcile(conn)
+            return []
+        if core:
+            self.core_uuid = core
+        return ops
 
     def _apply(self, ops: Sequence[Operation]) -> None:
         changed = self.store.apply(ops)
