@@ -102,38 +102,55 @@ def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 def running_service(
     redis_url: str, config: dict[str, Any] | None = None, env: dict[str, str] | None = None
 ) -> Iterator[Service]:
-    http_port, grpc_port = free_port(), free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="cti-dir-"))
-    config_path = workdir / "cti.json"
-    config_path.write_text(json.dumps(config or {}))
-    log_path = workdir / "service.log"
-    environment = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "CTI_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-        "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
-        "CTI_LOG_LEVEL": "INFO",
-        **(env or {}),
-    }
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "directory_service", "--config", str(config_path)],
-            cwd=REPO,
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    service = Service(http_port, grpc_port, process, log_path)
+    service = _start_service(redis_url, config or {}, env or {})
     try:
-        wait_for_port(http_port, timeout=20)
         yield service
     finally:
-        process.send_signal(signal.SIGTERM)
+        service.process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            service.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+
+
+def _start_service(redis_url: str, config: dict[str, Any], env: dict[str, str]) -> Service:
+    """Start the service; retried on early exit (a free port taken by someone else)."""
+    for attempt in range(3):
+        http_port, grpc_port = free_port(), free_port()
+        workdir = Path(tempfile.mkdtemp(prefix="cti-dir-"))
+        config_path = workdir / "cti.json"
+        config_path.write_text(json.dumps(config))
+        log_path = workdir / "service.log"
+        environment = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "CTI_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+            "CTI_LOG_LEVEL": "INFO",
+            **env,
+        }
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "directory_service", "--config", str(config_path)],
+                cwd=REPO,
+                env=environment,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                wait_for_port(http_port, timeout=0.2)
+                return Service(http_port, grpc_port, process, log_path)
+            except TimeoutError:
+                continue
+        if process.poll() is None:
             process.kill()
             process.wait()
+        if attempt == 2:
+            raise RuntimeError(f"directory_service did not start:\n{log_path.read_text()}")
+    raise AssertionError("unreachable")
 
 
 def parse_user(document: bytes) -> tuple[str, ET.Element, ET.Element]:
