@@ -103,7 +103,7 @@ class DirectoryCache:
         return view.answer(request)
 
     async def _uncached_answer(self, request: DirectoryRequest) -> bytes:
-        if request.kind == "user":
+        if request.kind == "user" and request.key in ("id", ""):
             found = await reader.fetch_user(self.client, request.domain_name, request.user)
             if found is not None:
                 data, shared = found

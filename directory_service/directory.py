@@ -101,15 +101,17 @@ class DomainView:
             # gateways of its own XML.
             return render.NOT_FOUND
         if kind == "user":
-            return self.user_answer(request.user)
+            return self.user_answer(request.user, request.key or "id")
         if kind == "group":
             return self._memo(("group", request.group), lambda: self._group(request.group))
         if kind == "network-list":
             return self._memo(("network-list", ""), self._network_list)
         return self._memo(("domain", ""), self._domain)
 
-    def user_answer(self, key: str) -> bytes:
-        user_id = self.resolve(key)
+    def user_answer(self, user: str, key: str = "id") -> bytes:
+        """``key`` is the user attribute FreeSWITCH matches ``user`` against: ``id`` (which
+        also matches ``number-alias``), or another attribute (rare, e.g. ``mailbox``)."""
+        user_id = self.resolve(user) if key == "id" else self._resolve_attribute(key, user)
         if user_id is None:
             return render.NOT_FOUND
         return self._memo(("user", user_id), lambda: self._user(user_id))
@@ -121,6 +123,13 @@ class DomainView:
         index = self._built_index()
         lower = key.lower()
         return index.by_lower_id.get(lower) or index.by_alias.get(lower)
+
+    def _resolve_attribute(self, attribute: str, value: str) -> str | None:
+        wanted = value.lower()
+        for user_id, entry in self._usable_entries():
+            if entry.attributes.get(attribute, "").lower() == wanted:
+                return user_id
+        return None
 
     # -- derived data ----------------------------------------------------------------
 

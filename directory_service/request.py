@@ -73,7 +73,7 @@ class DirectoryRequest:
         if self.action == "group_call" or (self.group and not self.user):
             return "group" if self.group else "invalid"
         if self.user:
-            if self.action not in USER_ACTIONS or self.key not in ("id", ""):
+            if self.action not in USER_ACTIONS:
                 return "invalid"
             return "user"
         if self.action or self.key:

@@ -34,13 +34,13 @@ def view(
     )
 
 
-def user_req(user: str, action: str = "sip_auth") -> DirectoryRequest:
+def user_req(user: str, action: str = "sip_auth", key: str = "id") -> DirectoryRequest:
     return DirectoryRequest(
         section="directory",
         tag_name="domain",
         key_name="name",
         key_value="d",
-        key="id",
+        key=key,
         user=user,
         domain="d",
         action=action,
@@ -218,3 +218,9 @@ def test_notify_flags_are_merged_not_replaced() -> None:
     assert merged_notify_flags("Ex") == "ExKghe"
     assert merged_notify_flags("KEA") is None
     assert merged_notify_flags("AK") is None
+
+
+def test_lookup_by_another_attribute_key() -> None:
+    v = view({"1000": raw(attribute={"mailbox": "MB1"}), "1001": raw()})
+    assert parse_user(v.answer(user_req("mb1", key="mailbox")))[2].get("id") == "1000"
+    assert is_not_found(v.answer(user_req("1000", key="mailbox")))
