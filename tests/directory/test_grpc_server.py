@@ -273,3 +273,57 @@ def test_bracket_encloses_the_keyspace_notification(api: Api) -> None:
         "__keyspace@0__:cti_exten@a.com",
         redis_keys.DIRECTORY_CHANGES_CHANNEL,
     ]
+
+
+def test_error_mapping_of_any_service(redis_url: str) -> None:
+    """The shared plumbing, as another service uses it: ApiError -> its code with
+    ErrorInfo/BadRequest; anything else -> INTERNAL without the exception's text."""
+    from cti.config import GrpcSettings
+    from cti.grpc_server import build_server, error_info, invalid_argument
+
+    def refuse(request: bytes, context: Any) -> bytes:
+        raise invalid_argument("thing.size", "must be positive")
+
+    def crash(request: bytes, context: Any) -> bytes:
+        raise RuntimeError("secret internals")
+
+    def register(server: grpc.Server) -> None:
+        handlers = {
+            "Refuse": grpc.unary_unary_rpc_method_handler(refuse),
+            "Crash": grpc.unary_unary_rpc_method_handler(crash),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Thing", handlers),)
+        )
+
+    port = free_port()
+    server = build_server(
+        GrpcSettings(f"127.0.0.1:{port}", tokens=("t",)),
+        ["test.Thing"],
+        register,
+        error_domain="test.cti",
+    )
+    server.start()
+    metadata = (("authorization", "Bearer t"),)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            refuse_call = channel.unary_unary("/test.Thing/Refuse")
+            crash_call = channel.unary_unary("/test.Thing/Crash")
+            with pytest.raises(grpc.RpcError) as refused:
+                refuse_call(b"", metadata=metadata, timeout=5)
+            assert refused.value.code() == Code.INVALID_ARGUMENT
+            assert error_info(refused.value) == (
+                "INVALID_ARGUMENT",
+                {},
+                [("thing.size", "must be positive")],
+            )
+            with pytest.raises(grpc.RpcError) as crashed:
+                crash_call(b"", metadata=metadata, timeout=5)
+            assert crashed.value.code() == Code.INTERNAL
+            assert "secret" not in (crashed.value.details() or "")
+            assert error_info(crashed.value)[0] == "INTERNAL"
+            with pytest.raises(grpc.RpcError) as unauthenticated:
+                crash_call(b"", timeout=5)
+            assert unauthenticated.value.code() == Code.UNAUTHENTICATED
+    finally:
+        server.stop(None)
