@@ -75,7 +75,7 @@ class NodeWorker(threading.Thread):
         self.connected = threading.Event()
         self.core_uuid = ""
         self.reconciles = 0
-        self._warned = False
+        self._warned: set[str] = set()
         self._holding = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class NodeWorker(threading.Thread):
                     self._holding = True
                 self._consume(backoff)
             except EslUnavailable:
-                self._once(f"cannot reach FreeSWITCH at {self.address}, retrying")
+                self._once("esl", f"cannot reach FreeSWITCH at {self.address}, retrying")
                 self.stop_event.wait(backoff.next())
             except EslDisconnected as exc:
                 log.warning(
@@ -104,7 +104,7 @@ class NodeWorker(threading.Thread):
                 log.warning("lease taken over by another replica", extra={"node": self.address})
                 self._holding = False
             except redis.RedisError as exc:
-                self._once(f"cannot reach Redis ({exc.__class__.__name__}), retrying")
+                self._once("redis", f"cannot reach Redis ({exc.__class__.__name__}), retrying")
                 self.stop_event.wait(backoff.next())
             except Exception:
                 log.exception("node worker failed; restarting it", extra={"node": self.address})
@@ -112,10 +112,11 @@ class NodeWorker(threading.Thread):
         with contextlib.suppress(redis.RedisError):
             self.lease.release()
 
-    def _once(self, message: str) -> None:
-        if not self._warned:
+    def _once(self, outage: str, message: str) -> None:
+        """Log an outage when it starts, not at every retry (cleared once connected)."""
+        if outage not in self._warned:
             log.warning(message, extra={"node": self.address})
-            self._warned = True
+            self._warned.add(outage)
 
     def flush(self, command: str, argument: str) -> None:
         """Queue an ``api`` command for this node (sent between reads by its thread)."""
@@ -130,11 +131,11 @@ class NodeWorker(threading.Thread):
         try:
             conn.subscribe(SUBSCRIPTION)
             metrics.RECONNECTS.labels(self.address).inc()
-            if self._warned:
-                log.info("FreeSWITCH reachable again", extra={"node": self.address})
-            self._warned = False
             self.core_uuid = ""
             self.reconcile(conn)
+            if self._warned:
+                log.info("reachable again", extra={"node": self.address})
+            self._warned.clear()
             self.connected.set()
             metrics.CONNECTED.labels(self.address).set(1)
             backoff.reset()

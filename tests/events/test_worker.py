@@ -16,6 +16,7 @@ from cti.config import CallTarget, EslNode, EventSettings, PublishTarget
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import A_LEG, B_LEG, SEED_FIELDS, captured, settings, until
+from tests.support import RedisServer
 
 
 @pytest.fixture
@@ -285,3 +286,36 @@ def test_wrong_password_is_unreachable_not_a_crash(
         until(lambda: any(c == "auth wrong" for c in fs.commands), what="auth attempt")
         assert not running.connected.is_set()
         assert running.is_alive()
+
+
+def test_redis_restarting_empty_is_rebuilt_from_freeswitch(
+    fs: FakeFreeSwitch,
+    client: redis.Redis,
+    redis_url: str,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    frames = fixture_frames()
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:4])  # two registrations, a ringing call
+        until(lambda: client.hlen("calls") == 2, what="call records")
+        fs.set_state(
+            registrations={"internal": [{"user": "1001@127.0.0.1", "call-id": "x"}]},
+            channels=[{"uuid": B_LEG, "callstate": "RINGING"}],
+            dumps={B_LEG: dict(captured()[3], **{"Event-Name": "CHANNEL_DATA"})},
+        )
+        redis_server.stop()  # no persistence: it comes back empty
+        fs.send_frames(frames[4:5])  # cannot be written now
+        until(
+            lambda: any("cannot reach Redis" in r.getMessage() for r in caplog.records),
+            what="redis warning",
+        )
+        redis_server.start()
+        until(lambda: client.hexists("registrations", "1001"), what="rebuilt", timeout=20)
+        until(lambda: client.hexists("calls", "1001"), what="call rebuilt")
+    assert client.hkeys("registrations") == ["1001"]
+    record = json.loads(client.hget("calls", "1001") or "")
+    assert record["activity"] == [B_LEG] and record["notify"] == "callin"
+    assert not client.hexists("calls", "1000")  # its A-leg is not in FreeSWITCH's table
+    assert sum("cannot reach Redis" in r.getMessage() for r in caplog.records) == 1
