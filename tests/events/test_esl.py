@@ -1,0 +1,84 @@
+"""The python-ESL wrapper against the fake event socket: protocol, headers, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cti.config import EslNode
+from event_service.esl import EslConnection, EslDisconnected, EslUnavailable
+from event_service.events import SUBSCRIPTION
+from tests.eslserver import FakeFreeSwitch, fixture_frames
+from tests.events.helpers import captured
+
+
+@pytest.fixture
+def fs() -> Iterator[FakeFreeSwitch]:
+    server = FakeFreeSwitch().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def conn(fs: FakeFreeSwitch) -> Iterator[EslConnection]:
+    connection = EslConnection(EslNode("127.0.0.1", fs.port))
+    connection.open()
+    connection.subscribe(SUBSCRIPTION)
+    yield connection
+    connection.close()
+
+
+def test_handshake_is_auth_then_one_subscription(fs: FakeFreeSwitch, conn: EslConnection) -> None:
+    assert fs.commands == ["auth ClueCon", f"event plain {SUBSCRIPTION}"]
+
+
+def test_received_headers_equal_the_captured_decoded_frame(
+    fs: FakeFreeSwitch, conn: EslConnection
+) -> None:
+    fs.send_frames(fixture_frames()[2:3], restamp=False)  # byte-exact captured frame
+    headers = conn.receive(5000)
+    assert headers is not None
+    expected = captured()[2]
+    assert headers.get("Channel-Presence-ID") == "1000@127.0.0.1"  # decoded
+    assert "variable_uuid" in headers and "nope" not in headers
+    assert headers.get("nope", "default") == "default"
+    assert dict(headers) == expected
+    assert headers["Channel-Name"] == "sofia/internal/1000@127.0.0.1"
+
+
+def test_multibyte_values_are_framed_in_bytes(fs: FakeFreeSwitch, conn: EslConnection) -> None:
+    fs.send_event(
+        {
+            "Event-Name": "CUSTOM",
+            "Event-Subclass": "sofia::register",
+            "effective_caller_id_name": "张三 Zhāng",
+        }
+    )
+    fs.send_event({"Event-Name": "HEARTBEAT"})
+    first, second = conn.receive(5000), conn.receive(5000)
+    assert first is not None and first.get("effective_caller_id_name") == "张三 Zhāng"
+    assert second is not None and second.get("Event-Name") == "HEARTBEAT"
+
+
+def test_api_reply_and_events_around_it(fs: FakeFreeSwitch, conn: EslConnection) -> None:
+    fs.send_event({"Event-Name": "HEARTBEAT"})
+    assert conn.api("show", "channels as json").strip() == '{"row_count": 0}'
+    headers = conn.receive(5000)  # the event that arrived during the api call is kept
+    assert headers is not None and headers.get("Event-Name") == "HEARTBEAT"
+
+
+def test_drop_is_a_disconnect(fs: FakeFreeSwitch, conn: EslConnection) -> None:
+    fs.drop()
+    with pytest.raises(EslDisconnected):
+        for _ in range(50):
+            conn.receive(100)
+
+
+def test_wrong_password_and_nobody_listening_are_unavailable(fs: FakeFreeSwitch) -> None:
+    with pytest.raises(EslUnavailable):
+        EslConnection(EslNode("127.0.0.1", fs.port, "wrong")).open()
+    dead = FakeFreeSwitch()
+    dead.stop()
+    with pytest.raises(EslUnavailable):
+        EslConnection(EslNode("127.0.0.1", dead.port)).open()
