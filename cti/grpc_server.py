@@ -312,12 +312,15 @@ def build_server(
     error_domain: str,
     max_workers: int = DEFAULT_MAX_WORKERS,
     options: Sequence[tuple[str, Any]] = (),
+    before_stop: Callable[[], None] | None = None,
 ) -> grpc.Server:
     """A bound, not yet started server with auth, error mapping, health and reflection.
 
     ``service_names`` are the full names (``cti.v1.DirectoryService``) that ``register``
-    adds; they are reported by health and reflection. Raises :class:`ConfigError` for an
-    open non-loopback listen, unreadable TLS files, or an address that cannot be bound.
+    adds; they are reported by health and reflection. ``before_stop`` runs at the start
+    of ``stop`` (e.g. to end endless streams so the grace period can drain). Raises
+    :class:`ConfigError` for an open non-loopback listen, unreadable TLS files, or an
+    address that cannot be bound.
     """
     check_open_listen(settings)
     credentials = server_credentials(settings)
@@ -347,7 +350,7 @@ def build_server(
     if port == 0:
         raise ConfigError(f"gRPC listen {settings.listen}: cannot bind")
     log.info("gRPC server bound", extra={"listen": settings.listen, "tls": credentials is not None})
-    return ManagedServer(server, health_servicer, port)
+    return ManagedServer(server, health_servicer, port, before_stop)
 
 
 class ManagedServer(grpc.Server):  # type: ignore[misc]
@@ -355,10 +358,17 @@ class ManagedServer(grpc.Server):  # type: ignore[misc]
     (so load balancers stop routing new calls) and then drains for ``grace`` seconds.
     ``port`` is the bound port (useful with ``listen`` port 0)."""
 
-    def __init__(self, inner: grpc.Server, health_servicer: Any, port: int) -> None:
+    def __init__(
+        self,
+        inner: grpc.Server,
+        health_servicer: Any,
+        port: int,
+        before_stop: Callable[[], None] | None = None,
+    ) -> None:
         self._inner = inner
         self.health = health_servicer
         self.port = port
+        self._before_stop = before_stop
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
         self._inner.add_generic_rpc_handlers(generic_rpc_handlers)
@@ -377,6 +387,8 @@ class ManagedServer(grpc.Server):  # type: ignore[misc]
 
     def stop(self, grace: float | None) -> Any:
         self.health.enter_graceful_shutdown()
+        if self._before_stop is not None:
+            self._before_stop()
         return self._inner.stop(grace)
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:

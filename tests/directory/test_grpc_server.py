@@ -297,11 +297,13 @@ def test_error_mapping_of_any_service(redis_url: str) -> None:
         )
 
     port = free_port()
+    stopping: list[bool] = []
     server = build_server(
         GrpcSettings(f"127.0.0.1:{port}", tokens=("t",)),
         ["test.Thing"],
         register,
         error_domain="test.cti",
+        before_stop=lambda: stopping.append(True),
     )
     server.start()
     metadata = (("authorization", "Bearer t"),)
@@ -327,3 +329,4 @@ def test_error_mapping_of_any_service(redis_url: str) -> None:
             assert unauthenticated.value.code() == Code.UNAUTHENTICATED
     finally:
         server.stop(None)
+    assert stopping == [True]
