@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 
 import redis
 
@@ -87,3 +89,40 @@ def test_cache_off_reads_redis_every_time_and_finds_aliases(redis_url: str) -> N
         assert parse_user(svc.lookup(DOMAIN, "alice"))[2].get("id") == "Alice"
         assert is_not_found(svc.lookup(DOMAIN, "bob"))
         assert svc.cache_count("hit") == 0 and svc.cache_count("uncached") == 3
+
+
+def test_a_hung_redis_gets_503_at_the_deadline_not_a_hang() -> None:
+    with (
+        running_redis("--enable-debug-command", "local") as server,
+        running_service(server.url, {"directory": {"http": {"deadline_ms": 300}}}) as svc,
+    ):
+        seed(server.url, "p")
+        sleeper = subprocess.Popen(["redis-cli", "-p", str(server.port), "DEBUG", "SLEEP", "3"])
+        try:
+            until(lambda: server_busy(server.port))
+            status, _ = svc.post(
+                "section=directory&tag_name=domain&key_name=name"
+                f"&key_value={DOMAIN}&action=sip_auth&key=id&user=1000"
+            )
+            assert status == 503
+        finally:
+            sleeper.wait(timeout=10)
+        until(
+            lambda: (
+                svc.post(
+                    f"section=directory&tag_name=domain&key_name=name&key_value={DOMAIN}&user=1000"
+                )[0]
+                == 200
+            )
+        )
+
+
+def server_busy(port: int) -> bool:
+    """True while Redis does not answer a PING within 50 ms (DEBUG SLEEP is running)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.settimeout(0.05)
+        sock.sendall(b"PING\r\n")
+        try:
+            return not sock.recv(16)
+        except TimeoutError:
+            return True
