@@ -84,13 +84,14 @@ def decode(raw: bytes | str | None) -> dict[str, Device]:
         return {}
 
 
-def removal_payload(event: RegistrationEvent | None, device: Device | None) -> str:
+def removal_payload(event: RegistrationEvent | None, device: Device | None, key: str) -> str:
     """What the channel/list carry when an extension's last registration goes: the
     unregister/expire event itself, or for a removal found by reconcile (no event) the
-    gone device's record marked as a ``sofia::expire``."""
+    gone device's record (else just the key) marked as a ``sofia::expire``."""
     if event is not None:
         return json.dumps(dict(event.headers), ensure_ascii=False)
-    value = dict(device.value) if device is not None else {}
+    value = dict(device.value) if device is not None else {"cti-key": key}
+    value["Event-Name"] = "CUSTOM"
     value["Event-Subclass"] = "sofia::expire"
     value["cti-reason"] = "reconcile"
     return json.dumps(value, ensure_ascii=False)

@@ -9,10 +9,10 @@ then writes all of them in one MULTI/EXEC, so no reader ever sees half a change.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from dataclasses import field as default
 from typing import Literal
 
 from event_service import calls, registrations
@@ -76,7 +76,8 @@ class DeviceSync:
 
     field: str
     remove: tuple[str, ...] = ()
-    add: Mapping[str, registrations.Device] = default(default_factory=dict)
+    # (``dataclasses.field``: the attribute above shadows ``field`` in this class body)
+    add: Mapping[str, registrations.Device] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,25 @@ class ChannelGone:
     uuid: str
 
 
-Operation = RegistrationEvent | ChannelEvent | DeviceSync | ChannelGone
+@dataclass(frozen=True)
+class StaleRegistration:
+    """Reconcile: a ``registrations`` entry no node holds a device for (written by hand, or
+    left from lost bookkeeping): nothing in FreeSWITCH backs it."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class StaleCall:
+    """Reconcile: a uuid in a record's ``activity`` that no node has as a live channel."""
+
+    key: str
+    uuid: str
+
+
+Operation = (
+    RegistrationEvent | ChannelEvent | DeviceSync | ChannelGone | StaleRegistration | StaleCall
+)
 
 
 @dataclass(frozen=True)
@@ -115,9 +134,9 @@ def needs(operations: Iterable[Operation], rules: Rules) -> Needs:
     for op in operations:
         if isinstance(op, RegistrationEvent):
             devices.add(op.owner.key(rules.key_with_domain))
-        elif isinstance(op, DeviceSync):
+        elif isinstance(op, DeviceSync | StaleRegistration):
             devices.add(op.field)
-        elif isinstance(op, ChannelEvent | ChannelGone):
+        elif isinstance(op, ChannelEvent | ChannelGone | StaleCall):
             channels.add(op.uuid)
     return Needs(frozenset(devices), frozenset(channels))
 
@@ -127,7 +146,9 @@ def call_fields(
 ) -> set[str]:
     keys = set()
     for op in operations:
-        if isinstance(op, ChannelEvent | ChannelGone):
+        if isinstance(op, StaleCall):
+            keys.add(op.key)
+        elif isinstance(op, ChannelEvent | ChannelGone):
             ref = refs.get(op.uuid)
             if ref is not None:
                 keys.add(ref.key)
@@ -152,8 +173,12 @@ class StateView:
             self._device_sync(op)
         elif isinstance(op, ChannelEvent):
             self._channel(op)
-        else:
+        elif isinstance(op, ChannelGone):
             self._gone(op)
+        elif isinstance(op, StaleRegistration):
+            self._stale_registration(op)
+        else:
+            self._stale_call(op)
 
     # -- registrations ------------------------------------------------------------------
 
@@ -188,12 +213,18 @@ class StateView:
         value = registrations.hash_value(after)
         if value is None:
             gone = registrations.latest(before)
-            payload = registrations.removal_payload(event, gone)
+            payload = registrations.removal_payload(event, gone, key)
         elif registrations.hash_value(before) == value:
             return  # another device left; the one shown is unchanged
         else:
             payload = value
         self._change("registration", key, value, payload)
+
+    def _stale_registration(self, op: StaleRegistration) -> None:
+        if self.devices.get(op.field):
+            return  # a device arrived meanwhile: it is backed after all
+        payload = registrations.removal_payload(None, None, op.field)
+        self._change("registration", op.field, None, payload)
 
     # -- calls --------------------------------------------------------------------------
 
@@ -231,6 +262,13 @@ class StateView:
         record = calls.apply_gone(self.records.get(ref.key), op.uuid)
         if record is not None:
             self._set_record(ref.key, record)
+
+    def _stale_call(self, op: StaleCall) -> None:
+        if self.channels.get(op.uuid) is not None:
+            return  # live after all
+        record = calls.apply_gone(self.records.get(op.key), op.uuid)
+        if record is not None:
+            self._set_record(op.key, record)
 
     def _set_record(self, key: str, record: calls.CallRecord) -> None:
         self.records[key] = record

@@ -48,6 +48,10 @@ class NodeSnapshot:
     """registration field -> this node's devices (device id -> device)."""
     channels: dict[str, ChannelRef]
     """uuid -> ref, this node's live channels only."""
+    stale_registrations: list[str]
+    """``registrations`` fields no node holds a device for."""
+    stale_calls: list[tuple[str, str]]
+    """(calls field, uuid) of ``activity`` entries no node has as a live channel."""
 
 
 class StateStore:
@@ -184,13 +188,30 @@ class StateStore:
 
     def snapshot(self) -> NodeSnapshot:
         devices: dict[str, dict[str, registrations.Device]] = {}
-        for key, raw in self.client.hscan_iter(self.devices_key, count=1000):
-            mine = {i: d for i, d in registrations.decode(raw).items() if d.node == self.node}
+        backed: set[str] = set()
+        for raw_key, raw in self.client.hscan_iter(self.devices_key, count=1000):
+            key, held = raw_key.decode(), registrations.decode(raw)
+            if held:
+                backed.add(key)
+            mine = {i: d for i, d in held.items() if d.node == self.node}
             if mine:
-                devices[key.decode()] = mine
+                devices[key] = mine
         channels: dict[str, ChannelRef] = {}
-        for uuid, raw in self.client.hscan_iter(self.channels_key, count=1000):
-            ref = ChannelRef.from_json(raw)
-            if ref is not None and ref.node == self.node:
-                channels[uuid.decode()] = ref
-        return NodeSnapshot(devices, channels)
+        live: set[str] = set()
+        for raw_uuid, raw in self.client.hscan_iter(self.channels_key, count=1000):
+            uuid, ref = raw_uuid.decode(), ChannelRef.from_json(raw)
+            if ref is not None:
+                live.add(uuid)
+                if ref.node == self.node:
+                    channels[uuid] = ref
+        stale_registrations = []
+        for raw_key, _ in self.client.hscan_iter(self.registration_hash, count=1000):
+            if raw_key.decode() not in backed:
+                stale_registrations.append(raw_key.decode())
+        stale_calls: list[tuple[str, str]] = []
+        for raw_key, raw in self.client.hscan_iter(self.call_hash, count=1000):
+            record = calls.decode(raw)
+            if record is not None:
+                key = raw_key.decode()
+                stale_calls.extend((key, u) for u in record.activity if u not in live)
+        return NodeSnapshot(devices, channels, stale_registrations, stale_calls)

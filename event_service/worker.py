@@ -31,7 +31,7 @@ from event_service.events import (
     parse_plain,
 )
 from event_service.lease import Lease
-from event_service.state import Operation
+from event_service.state import Operation, StaleCall, StaleRegistration
 from event_service.store import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,9 @@ class NodeWorker(threading.Thread):
                 log.warning(
                     "event socket lost, reconnecting", extra={"node": self.address, "why": str(exc)}
                 )
+                self.stop_event.wait(backoff.next())
+            except reconcile.ReplyError as exc:
+                self._once("reply", f"FreeSWITCH's tables unreadable ({exc}), retrying")
                 self.stop_event.wait(backoff.next())
             except LeaseLost:
                 log.warning("lease taken over by another replica", extra={"node": self.address})
@@ -250,7 +253,12 @@ class NodeWorker(threading.Thread):
             event = classify(parse_plain(reply))
             if isinstance(event, ChannelEvent) and event.owner is not None:
                 dumped.append(event)
-        ops: list[Operation] = [*syncs, *plan.gone, *dumped]
+        # Entries nothing backs go last: what reconcile just added is not stale.
+        stale: list[Operation] = [
+            *(StaleRegistration(key) for key in snapshot.stale_registrations),
+            *(StaleCall(key, uuid) for key, uuid in snapshot.stale_calls),
+        ]
+        ops: list[Operation] = [*syncs, *plan.gone, *dumped, *stale]
         for start in range(0, len(ops), RECONCILE_CHUNK):
             self._apply(ops[start : start + RECONCILE_CHUNK])
         for sync in syncs:
@@ -266,6 +274,8 @@ class NodeWorker(threading.Thread):
             metrics.RECONCILE_CORRECTIONS.labels(self.address, "call", "delete").inc(len(plan.gone))
         if dumped:
             metrics.RECONCILE_CORRECTIONS.labels(self.address, "call", "set").inc(len(dumped))
+        if stale:
+            metrics.RECONCILE_CORRECTIONS.labels(self.address, "stale", "delete").inc(len(stale))
         self.reconciles += 1
         log.info(
             "reconciled with FreeSWITCH",

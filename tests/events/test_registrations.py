@@ -127,3 +127,21 @@ def test_two_nodes_hold_separate_devices() -> None:
 @pytest.mark.parametrize("raw", [None, b"", b"not json", b"[1]", b'{"x": {"node": 1}}'])
 def test_damaged_device_records_read_as_empty(raw: bytes | None) -> None:
     assert registrations.decode(raw) == {}
+
+
+def test_stale_entry_is_removed_unless_a_device_backs_it() -> None:
+    from event_service.state import StaleRegistration
+
+    view = fold([reg(0)])
+    before = len(view.changes)
+    view.apply(StaleRegistration("1000"))  # backed by the device just registered
+    assert len(view.changes) == before
+    view.apply(StaleRegistration("1002"))
+    removal = view.changes[-1]
+    assert isinstance(removal, StateChange) and removal.value is None
+    assert json.loads(removal.payload) == {
+        "cti-key": "1002",
+        "Event-Name": "CUSTOM",
+        "Event-Subclass": "sofia::expire",
+        "cti-reason": "reconcile",
+    }

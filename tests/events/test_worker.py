@@ -319,3 +319,43 @@ def test_redis_restarting_empty_is_rebuilt_from_freeswitch(
     assert record["activity"] == [B_LEG] and record["notify"] == "callin"
     assert not client.hexists("calls", "1000")  # its A-leg is not in FreeSWITCH's table
     assert sum("cannot reach Redis" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_unreadable_reconcile_reply_is_retried_not_applied(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.hset("registrations", "1000", "{}")  # untouched until reconcile succeeds
+    fs.api_replies["sofia xmlstatus"] = "-ERR sofia Command not found!\n"
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(lambda: fs.connections >= 2, what="a retry")
+        assert not running.connected.is_set()
+        assert client.hlen("registrations") == 1
+        fs.set_state()  # sofia answers again: empty tables
+        until(running.connected.is_set, what="connected")
+    assert client.hlen("registrations") == 0  # backed by no device anywhere: stale
+    unreadable = [r for r in caplog.records if "tables unreadable" in r.getMessage()]
+    assert len(unreadable) == 1
+
+
+def test_reconcile_removes_entries_nothing_backs(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    """Written by hand (or left by lost bookkeeping): FreeSWITCH has none of it."""
+    client.hset("registrations", "1000", json.dumps(captured()[0]))
+    stale = {
+        "username": "1001",
+        "current": "gone",
+        "notify": "answer",
+        "gone": {},
+        "activity": ["gone"],
+    }
+    client.hset("calls", "1001", json.dumps(stale))
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+    assert not client.hexists("registrations", "1000")
+    record = json.loads(client.hget("calls", "1001") or "")
+    assert record["notify"] == "hangup" and record["activity"] == []
+    assert [(e["kind"], e["op"], e["key"]) for e in stream(client)] == [
+        ("registration", "delete", "1000"),
+        ("call", "set", "1001"),
+    ]
