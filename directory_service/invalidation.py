@@ -130,7 +130,9 @@ class InvalidationListener:
     def __init__(self, client: redis.asyncio.Redis, cache: _CacheLike) -> None:
         self.client = client
         self.cache = cache
-        db = int(client.connection_pool.connection_kwargs.get("db", 0))
+        # A cluster client has no single pool (and only db 0).
+        pool = getattr(client, "connection_pool", None)
+        db = int(getattr(pool, "connection_kwargs", {}).get("db", 0))
         self.router = NotificationRouter(cache, db)
 
     async def run(self) -> None:

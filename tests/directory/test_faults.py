@@ -97,7 +97,7 @@ def test_a_hung_redis_gets_503_at_the_deadline_not_a_hang() -> None:
         running_service(server.url, {"directory": {"http": {"deadline_ms": 300}}}) as svc,
     ):
         seed(server.url, "p")
-        sleeper = subprocess.Popen(["redis-cli", "-p", str(server.port), "DEBUG", "SLEEP", "3"])
+        sleeper = subprocess.Popen(["redis-cli", "-p", str(server.port), "DEBUG", "SLEEP", "1"])
         try:
             until(lambda: server_busy(server.port))
             status, _ = svc.post(
