@@ -29,5 +29,5 @@ def sentinel_setup() -> Iterator[SentinelSetup]:
 @pytest.fixture
 def sentinel_url(sentinel_setup: SentinelSetup) -> str:
     sentinel_setup.wait_settled()
-    client(sentinel_setup.master_port()).flushall()
+    sentinel_setup.server(sentinel_setup.master_port()).flushall()
     return sentinel_setup.url

@@ -61,10 +61,11 @@ def _process(
 
 
 @contextmanager
-def directory_service(redis_url: str) -> Iterator[Service]:
+def directory_service(redis_url: str, redis_password: str = "") -> Iterator[Service]:
     http_port, grpc_port = free_port(), free_port()
     env = {
         "REDIS_URL": redis_url,
+        "REDIS_PASSWORD": redis_password,
         "CTI_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
     }
@@ -74,12 +75,13 @@ def directory_service(redis_url: str) -> Iterator[Service]:
 
 
 @contextmanager
-def event_service(redis_url: str, esl_address: str) -> Iterator[Path]:
+def event_service(redis_url: str, esl_address: str, redis_password: str = "") -> Iterator[Path]:
     """Yields the service's log path once its metrics port answers."""
     metrics_port = free_port()
     config = {"events": {"metrics_listen": f"127.0.0.1:{metrics_port}", "lease_seconds": 3}}
     env = {
         "REDIS_URL": redis_url,
+        "REDIS_PASSWORD": redis_password,
         "CTI_ESL_NODES": esl_address,
         "CTI_ESL_PASSWORD": "ClueCon",
         "CTI_GRPC_LISTEN": f"127.0.0.1:{free_port()}",

@@ -15,7 +15,7 @@ from cti import redis_keys
 from cti.redis_client import connect
 from tests.directory.service import Service, name_values, parse_user, until
 from tests.redis_ha.services import directory_service
-from tests.redis_ha.topology import Cluster, SentinelSetup, poll
+from tests.redis_ha.topology import SERVER_PASSWORD, Cluster, SentinelSetup, poll
 
 _counter = itertools.count()
 
@@ -34,7 +34,8 @@ def _has_password(service: Service, domain: str, password: str) -> bool:
 
 @pytest.fixture(scope="module")
 def sentinel_service(sentinel_setup: SentinelSetup) -> Iterator[Service]:
-    with directory_service(sentinel_setup.url) as service:
+    # The server password comes the Kubernetes way: REDIS_PASSWORD beside a URL without it.
+    with directory_service(sentinel_setup.url_without_server_password, SERVER_PASSWORD) as service:
         service.wait_until_live(timeout=20)
         yield service
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from cti.redis_client import connect
+from cti.redis_client import connect, with_password
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.redis_ha.services import event_service
-from tests.redis_ha.topology import Cluster, SentinelSetup, poll
+from tests.redis_ha.topology import SERVER_PASSWORD, Cluster, SentinelSetup, poll
 
 
-def _registrations_written(redis_url: str, timeout: float = 10) -> None:
+def _registrations_written(redis_url: str, timeout: float = 10, password: str = "") -> None:
     fs = FakeFreeSwitch().start()
-    db = connect(redis_url, decode_responses=True)
+    db = connect(
+        with_password(redis_url, password) if password else redis_url, decode_responses=True
+    )
     try:
-        with event_service(redis_url, fs.address):
+        with event_service(redis_url, fs.address, password):
             fs.wait_subscribed()
             fs.send_frames(fixture_frames()[:2])  # two sofia::register events
             poll("2 registrations in Redis", lambda: db.hlen("registrations") == 2, timeout)
@@ -27,7 +29,7 @@ def _registrations_written(redis_url: str, timeout: float = 10) -> None:
 def test_event_service_writes_through_sentinel(
     sentinel_setup: SentinelSetup, sentinel_url: str
 ) -> None:
-    _registrations_written(sentinel_url)
+    _registrations_written(sentinel_setup.url_without_server_password, password=SERVER_PASSWORD)
 
 
 @pytest.mark.xfail(

@@ -18,7 +18,7 @@ import redis.exceptions
 
 from cti import redis_keys
 from cti.redis_client import connect, connect_async
-from tests.redis_ha.topology import SentinelSetup, client, poll
+from tests.redis_ha.topology import SentinelSetup, poll
 
 WAIT_MS = 500
 
@@ -30,7 +30,7 @@ def test_reads_and_writes_go_to_the_master(
     key = redis_keys.extensions("sentinel.example")
     db.hset(key, "1000", "{}")
     assert db.hget(key, "1000") == b"{}"
-    assert client(sentinel_setup.master_port()).hget(key, "1000") == "{}"
+    assert sentinel_setup.server(sentinel_setup.master_port()).hget(key, "1000") == "{}"
     db.close()
 
 
@@ -92,7 +92,7 @@ def test_failover_during_a_write_loop_loses_no_acknowledged_write(
 
     assert new_master != old_master
     assert async_port == new_master
-    survivors = client(new_master)
+    survivors = sentinel_setup.server(new_master)
     assert survivors.info("replication")["role"] == "master"
     missing = [key for key in acknowledged if survivors.get(key) is None]
     assert missing == []

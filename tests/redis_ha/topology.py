@@ -15,12 +15,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlencode
 
 import redis
 
+from cti.redis_client import with_password
 from tests.support import free_port, wait_for_port
 
 MASTER_NAME = "cti-master"
+# Production-like: the servers and the sentinels each require a password, with characters
+# that must be percent-encoded in a URL.
+SERVER_PASSWORD = "srv:p@ss/w%rd,1"
+SENTINEL_PASSWORD = "sen#tinel?2"
 
 
 def _redis_server() -> str:
@@ -89,11 +95,11 @@ def _cluster_ok(port: int) -> bool:
     return bool(client(port).cluster("info")["cluster_state"] == "ok")
 
 
-def client(port: int) -> redis.Redis:
+def client(port: int, password: str | None = None) -> redis.Redis:
     """A plain client to one process (kept per port and closed at topology teardown)."""
     if port not in _clients:
         _clients[port] = redis.Redis(
-            host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True
+            host="127.0.0.1", port=port, password=password, socket_timeout=5, decode_responses=True
         )
     return _clients[port]
 
@@ -167,11 +173,21 @@ class SentinelSetup:
 
     @property
     def url(self) -> str:
+        """With both passwords in it, percent-encoded."""
+        return with_password(self.url_without_server_password, SERVER_PASSWORD)
+
+    @property
+    def url_without_server_password(self) -> str:
+        """For ``REDIS_PASSWORD`` to complete (the sentinels' own password stays)."""
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
+        query = urlencode({"sentinel_password": SENTINEL_PASSWORD})
+        return f"redis+sentinel://{hosts}/{MASTER_NAME}/0?{query}"
 
     def sentinel(self, index: int = 0) -> redis.Redis:
-        return client(self.sentinel_ports[index])
+        return client(self.sentinel_ports[index], SENTINEL_PASSWORD)
+
+    def server(self, port: int) -> redis.Redis:
+        return client(port, SERVER_PASSWORD)
 
     def master_port(self, index: int = 0) -> int:
         """The master's port as one sentinel currently names it."""
@@ -189,13 +205,14 @@ class SentinelSetup:
         )
         replica = next(p for p in self.server_ports if p != master)
         poll(
-            f"{master} to be master", lambda: client(master).info("replication")["role"] == "master"
+            f"{master} to be master",
+            lambda: self.server(master).info("replication")["role"] == "master",
         )
         poll(
             f"{replica} to replicate {master}",
             lambda: (
-                client(replica).info("replication").get("master_link_status") == "up"
-                and int(client(replica).info("replication")["master_port"]) == master
+                self.server(replica).info("replication").get("master_link_status") == "up"
+                and int(self.server(replica).info("replication")["master_port"]) == master
             ),
         )
         poll(
@@ -228,8 +245,12 @@ def redis_sentinel(sentinels: int = 3) -> Iterator[SentinelSetup]:
     sentinel_ports = tuple(free_port() for _ in range(sentinels))
     try:
         with ExitStack() as stack:
-            stack.enter_context(_process(_server_args(master, workdir), master, workdir))
-            replica_args = _server_args(replica, workdir, "--replicaof", "127.0.0.1", str(master))
+            auth = ("--requirepass", SERVER_PASSWORD, "--masterauth", SERVER_PASSWORD)
+            master_args = _server_args(master, workdir, *auth)
+            stack.enter_context(_process(master_args, master, workdir))
+            replica_args = _server_args(
+                replica, workdir, *auth, "--replicaof", "127.0.0.1", str(master)
+            )
             stack.enter_context(_process(replica_args, replica, workdir))
             for port in sentinel_ports:
                 conf = workdir / f"sentinel-{port}.conf"
@@ -238,6 +259,9 @@ def redis_sentinel(sentinels: int = 3) -> Iterator[SentinelSetup]:
                     f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n"
                     f"sentinel down-after-milliseconds {MASTER_NAME} 2000\n"
                     f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+                    f"sentinel auth-pass {MASTER_NAME} {SERVER_PASSWORD}\n"
+                    f"requirepass {SENTINEL_PASSWORD}\n"
+                    f"sentinel sentinel-pass {SENTINEL_PASSWORD}\n"
                 )
                 args = [_redis_server(), str(conf), "--sentinel"]
                 stack.enter_context(_process(args, port, workdir))
