@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -96,6 +98,23 @@ def test_commands_are_real_entry_points(rendered: Rendered) -> None:
             assert (REPO / module / "__main__.py").is_file()
             images.add(container["image"])
     assert len(images) == 1  # one image, two entry points
+
+
+@pytest.mark.parametrize("module", sorted(SERVICE_OF_MODULE))
+def test_entry_points_accept_the_arguments_the_manifests_pass(module: str) -> None:
+    dev = Rendered("dev", render(K8S / "overlays" / "dev"))
+    (container,) = [c for d in _our_deployments(dev) for c in containers(d) if _module(c) == module]
+    options = [a for a in container["args"] if a.startswith("--")]
+    shown = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for option in options:
+        assert option in shown, (module, option)
 
 
 def _config_for(rendered: Rendered, deployment: Doc, container: Doc, tmp_path: Path) -> Path:
