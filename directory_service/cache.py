@@ -182,32 +182,33 @@ class DirectoryCache:
 
     def refresh_extension(self, domain: str, user_id: str) -> None:
         """An API write changed exactly one extension: re-read only it."""
-        view = self._views.get(domain)
-        if view is None or domain in self._refetching:
+        if domain not in self._views or domain in self._refetching:
             self.invalidate_domain(domain)  # nothing to patch, or two patches racing
             return
         self._generation[domain] += 1
         self._loading.pop(domain, None)
         generation = self._generation[domain]
-        task = asyncio.create_task(self._refetch(domain, user_id, view, generation))
+        task = asyncio.create_task(self._refetch(domain, user_id, generation))
         self._refetching[domain] = task
         task.add_done_callback(lambda done: _forget(self._refetching, domain, done))
 
-    async def _refetch(self, domain: str, user_id: str, view: DomainView, generation: int) -> None:
+    async def _refetch(self, domain: str, user_id: str, generation: int) -> None:
+        """Patch the domain's view, whichever it is by then: while the generation is
+        unchanged it is the one we started from, or a re-render of its raw data for new
+        templates, never a load from before the write."""
         try:
             raw = await reader.fetch_extension(self.client, domain, user_id)
         except Exception:
             log.warning("refetch of one extension failed; domain dropped from cache")
-            self._drop_if_current(domain, view)
+            self.invalidate_domain(domain)
             return
-        if generation == self._generation.get(domain, 0) and self._views.get(domain) is view:
+        view = self._views.get(domain)
+        if view is None:
+            return
+        if generation == self._generation.get(domain, 0):
             view.replace_extension(user_id, raw)
         else:
-            self._drop_if_current(domain, view)
-
-    def _drop_if_current(self, domain: str, view: DomainView) -> None:
-        if self._views.get(domain) is view:
-            self.invalidate_domain(domain)
+            self.invalidate_domain(domain)  # overtaken by another change: reload
 
     def go_live(self) -> None:
         """The subscriber is listening: from now on every change reaches us."""

@@ -118,3 +118,23 @@ def test_going_dark_flushes_and_reads_redis_every_time(redis_url: str) -> None:
         assert cache.stats.uncached == 1
 
     with_cache(redis_url, body)
+
+
+def test_refresh_racing_a_template_rerender_is_not_lost(redis_url: str) -> None:
+    store(redis_url, "1000", "old")
+    store(redis_url, "1001", "b")
+
+    async def body(cache: DirectoryCache) -> None:
+        await cache.answer(lookup("1000"))
+        cache.invalidate_shared()  # a template changed: the next lookup re-renders
+        other = asyncio.create_task(cache.answer(lookup("1001")))
+        for _ in range(1000):
+            if cache._shared_loading is not None:
+                break
+            await asyncio.sleep(0)
+        store(redis_url, "1000", "new")
+        cache.refresh_extension(DOMAIN, "1000")  # an API write lands meanwhile
+        assert password(await other) == "b"
+        assert password(await cache.answer(lookup("1000"))) == "new"
+
+    with_cache(redis_url, body)
