@@ -32,9 +32,18 @@ _WANTED = frozenset(
         "ip",
     )
 )
-# FreeSWITCH's user-lookup actions that all want the same merged user document.
+# The user-lookup actions named in metrics (others count as "other"); all of them, and
+# any action FreeSWITCH modules add, get the same merged user document.
 USER_ACTIONS = frozenset(
-    ("sip_auth", "user_call", "message-count", "reverse-auth-lookup", "user_data", "")
+    (
+        "sip_auth",
+        "user_call",
+        "message-count",
+        "reverse-auth-lookup",
+        "voicemail-lookup",
+        "jsonrpc-authenticate",
+        "",
+    )
 )
 
 
@@ -73,8 +82,8 @@ class DirectoryRequest:
         if self.action == "group_call" or (self.group and not self.user):
             return "group" if self.group else "invalid"
         if self.user:
-            if self.action not in USER_ACTIONS:
-                return "invalid"
+            # Any other action wants the user too (voicemail-lookup, jsonrpc-authenticate,
+            # ...): FreeSWITCH's own XML answers them all the same way.
             return "user"
         if self.action or self.key:
             return "invalid"  # a user lookup without a user
@@ -84,7 +93,9 @@ class DirectoryRequest:
     def action_label(self) -> str:
         """A bounded label for metrics (never a value FreeSWITCH users control)."""
         if self.kind == "user":
-            return self.action or "user_data"
+            if self.action in USER_ACTIONS:
+                return self.action or "user_data"
+            return "other"
         return self.kind
 
 

@@ -56,7 +56,6 @@ def test_parsed_fields_agree_with_the_reference_decoder() -> None:
         b"section=configuration&key_value=d&user=1000",
         b"section=directory&tag_name=domain&key_name=name&key_value=d&action=sip_auth&key=id",
         b"section=directory&user=1000&action=sip_auth",  # no domain at all
-        b"section=directory&tag_name=domain&key_name=name&key_value=d&user=1&action=rm_rf",
     ],
 )
 def test_garbled_or_incomplete_bodies_are_invalid(body: bytes) -> None:
@@ -66,6 +65,14 @@ def test_garbled_or_incomplete_bodies_are_invalid(body: bytes) -> None:
 def test_first_occurrence_of_a_repeated_field_wins() -> None:
     body = b"section=directory&key_value=d&tag_name=domain&key_name=name&user=a&user=b"
     assert parse_request(body).user == "a"
+
+
+def test_any_action_with_a_user_is_a_user_lookup_with_a_bounded_label() -> None:
+    base = b"section=directory&tag_name=domain&key_name=name&key_value=d&key=id&user=1000"
+    voicemail = parse_request(base + b"&action=voicemail-lookup")
+    assert (voicemail.kind, voicemail.action_label) == ("user", "voicemail-lookup")
+    odd = parse_request(base + b"&action=%3Cscript%3E")
+    assert (odd.kind, odd.action_label) == ("user", "other")
 
 
 def test_group_call_and_domain_requests() -> None:
