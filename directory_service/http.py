@@ -60,16 +60,17 @@ class AccessPolicy:
     def address_allowed(self, client: str) -> bool:
         if not self.networks:
             return True
-        allowed = self._allowed.get(client)
+        host = client_ip(client)
+        allowed = self._allowed.get(host)
         if allowed is None:
             try:
-                address = ipaddress.ip_address(client_ip(client))
+                address = ipaddress.ip_address(host)
             except ValueError:
                 return False
             allowed = any(address in network for network in self.networks)
             if len(self._allowed) > 4096:
                 self._allowed.clear()
-            self._allowed[client] = allowed
+            self._allowed[host] = allowed
         return allowed
 
     def authorized(self, header: str | None) -> bool:
@@ -81,12 +82,12 @@ class AccessPolicy:
 
 
 class DirectoryHttp:
-    """Routes one HTTP request; the xml_curl path answers through ``answer``."""
+    """Routes one HTTP request; the xml_curl path answers through ``cache``."""
 
-    def __init__(self, settings: HttpSettings, answer: Answerer, metrics: DirectoryMetrics) -> None:
+    def __init__(self, settings: HttpSettings, cache: Answerer, metrics: DirectoryMetrics) -> None:
         self.settings = settings
         self.path = settings.path
-        self.answer = answer
+        self.cache = cache
         self.metrics = metrics
         self.policy = AccessPolicy(settings)
         self.deadline = settings.deadline_ms / 1000
@@ -124,11 +125,11 @@ class DirectoryHttp:
             proto.response_bytes(413, _TEXT, b"body too large\n")
             return
         request = parse_request(body)
-        document = self.answer.cached_answer(request)
+        document = self.cache.cached_answer(request)
         if document is None:
             try:
                 async with asyncio.timeout(self.deadline):
-                    document = await self.answer.answer(request)
+                    document = await self.cache.answer(request)
             except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
                 self.metrics.redis_errors.inc()
                 self.metrics.count(request.action_label, "unavailable")
