@@ -20,6 +20,7 @@ from granian.server import MPServer
 
 from cti.config import ConfigError, Settings, load_settings, split_address
 from cti.logs import configure_logging
+from directory_service.grpc_api import create_grpc_server
 
 log = logging.getLogger("directory_service")
 GRPC_GRACE_SECONDS = 5.0
@@ -62,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Workers must not fork a process that already runs gRPC threads.
     multiprocessing.set_start_method("spawn", force=True)
-
-    from directory_service.grpc_api import create_grpc_server
-
     grpc_server = create_grpc_server(settings)
     grpc_server.start()
     log.info(
