@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from directory_service import render
-from directory_service.model import DirectoryEntry, ExtensionFormatError
+from directory_service.directory import DomainData, DomainView, SharedData
+from directory_service.model import DirectoryEntry, ExtensionFormatError, freeswitch_value
 from directory_service.request import INVALID, parse_request
 from tests.directory.service import name_values, parse_user
 from tests.support import decode_form, xml_curl_fixture, xml_curl_fixtures
@@ -154,3 +156,31 @@ def test_random_configs_render_well_formed_xml_that_round_trips(
     assert name_values(user, "params", "param") == params
     assert name_values(user, "variables", "variable") == variables
     assert name_values(domain, "params", "param") == domain_params
+
+
+_SCALAR = st.one_of(
+    _XML_TEXT, st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    params=st.dictionaries(_XML_TEXT, _SCALAR, max_size=5),
+    variables=st.dictionaries(_XML_TEXT, _SCALAR, max_size=5),
+    alias=_XML_TEXT,
+)
+def test_stored_json_of_any_scalar_types_round_trips_as_freeswitch_strings(
+    params: dict[str, object], variables: dict[str, object], alias: str
+) -> None:
+    stored = json.dumps(
+        {"param": params, "variable": variables, "attribute": {"number-alias": alias}}
+    )
+    view = DomainView(DomainData("d", {"1000": stored.encode()}), SharedData(), {})
+    _, _, user = parse_user(view.user_answer("1000"))
+    assert name_values(user, "params", "param") == {
+        k: freeswitch_value(v) for k, v in params.items()
+    }
+    assert name_values(user, "variables", "variable") == {
+        k: freeswitch_value(v) for k, v in variables.items()
+    }
+    assert user.get("number-alias") == alias
