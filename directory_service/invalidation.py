@@ -120,6 +120,7 @@ class Liveness(Protocol):
 
 class _CacheLike(CacheActions, Liveness, Protocol):
     enabled: bool
+    live: bool
 
 
 class InvalidationListener:
@@ -147,7 +148,7 @@ class InvalidationListener:
                 self.cache.go_dark()
                 raise
             except (redis.exceptions.RedisError, OSError) as exc:
-                if self.cache.enabled:
+                if self.cache.live:  # once per outage, not once per retry
                     log.warning(
                         "directory cache subscriber lost (%s); not caching until back",
                         type(exc).__name__,
