@@ -8,7 +8,8 @@ only decides what an invalidation means for the state it holds:
   lookup that started it, but is never installed;
 - concurrent misses of one domain share one load;
 - a precise refetch (an API write of one extension) updates the view in place; lookups of
-  that domain wait for it, so none answers the value from before the write;
+  that domain wait for the patches in flight, so none answers the value from before the
+  write; several patches may run at once and each extension's latest one wins;
 - while the subscriber is not live (starting, lost, or CONFIG refused) nothing is cached
   and every lookup reads Redis.
 """
@@ -61,7 +62,8 @@ class DirectoryCache:
         self._shared_generation = 0
         self._loading: dict[str, asyncio.Task[DomainView]] = {}
         self._shared_loading: asyncio.Task[SharedData] | None = None
-        self._refetching: dict[str, asyncio.Task[None]] = {}
+        self._refetching: dict[str, set[asyncio.Task[None]]] = {}
+        self._patch_sequence: dict[str, dict[str, int]] = {}
 
     @property
     def caching(self) -> bool:
@@ -92,8 +94,8 @@ class DirectoryCache:
             self.stats.uncached += 1
             return await self._uncached_answer(request)
         pending = self._refetching.get(domain)
-        if pending is not None:
-            await asyncio.shield(pending)
+        if pending:
+            await asyncio.shield(asyncio.gather(*pending))
         view = self._views.get(domain)
         if view is not None and view.shared is self._shared:
             self.stats.hits += 1
@@ -181,18 +183,23 @@ class DirectoryCache:
         self._shared_loading = None
 
     def refresh_extension(self, domain: str, user_id: str) -> None:
-        """An API write changed exactly one extension: re-read only it."""
-        if domain not in self._views or domain in self._refetching:
-            self.invalidate_domain(domain)  # nothing to patch, or two patches racing
-            return
-        self._generation[domain] += 1
-        self._loading.pop(domain, None)
-        generation = self._generation[domain]
-        task = asyncio.create_task(self._refetch(domain, user_id, generation))
-        self._refetching[domain] = task
-        task.add_done_callback(lambda done: _forget(self._refetching, domain, done))
+        """An API write changed exactly one extension: re-read only it.
 
-    async def _refetch(self, domain: str, user_id: str, generation: int) -> None:
+        Several patches of one domain may be in flight at once (a writer at 100/s); each
+        extension's latest patch wins, as it was started after every earlier write."""
+        if domain not in self._views or domain in self._loading:
+            self.invalidate_domain(domain)  # nothing to patch: reload when asked
+            return
+        sequences = self._patch_sequence.setdefault(domain, {})
+        sequence = sequences.get(user_id, 0) + 1
+        sequences[user_id] = sequence
+        generation = self._generation[domain]
+        task = asyncio.create_task(self._refetch(domain, user_id, generation, sequence))
+        pending = self._refetching.setdefault(domain, set())
+        pending.add(task)
+        task.add_done_callback(lambda done: self._patched(domain, done))
+
+    async def _refetch(self, domain: str, user_id: str, generation: int, sequence: int) -> None:
         """Patch the domain's view, whichever it is by then: while the generation is
         unchanged it is the one we started from, or a re-render of its raw data for new
         templates, never a load from before the write."""
@@ -202,13 +209,22 @@ class DirectoryCache:
             log.warning("refetch of one extension failed; domain dropped from cache")
             self.invalidate_domain(domain)
             return
+        if generation != self._generation.get(domain, 0):
+            return  # the whole domain was dropped meanwhile; its next load reads after us
+        if sequence != self._patch_sequence.get(domain, {}).get(user_id):
+            return  # a later write of this extension is being re-read: it installs
         view = self._views.get(domain)
-        if view is None:
-            return
-        if generation == self._generation.get(domain, 0):
+        if view is not None:
             view.replace_extension(user_id, raw)
-        else:
-            self.invalidate_domain(domain)  # overtaken by another change: reload
+
+    def _patched(self, domain: str, task: asyncio.Task[None]) -> None:
+        pending = self._refetching.get(domain)
+        if pending is not None:
+            pending.discard(task)
+            if not pending:
+                # No patch of this domain in flight: its sequence numbers are done with.
+                del self._refetching[domain]
+                self._patch_sequence.pop(domain, None)
 
     def go_live(self) -> None:
         """The subscriber is listening: from now on every change reaches us."""

@@ -138,3 +138,28 @@ def test_refresh_racing_a_template_rerender_is_not_lost(redis_url: str) -> None:
         assert password(await cache.answer(lookup("1000"))) == "new"
 
     with_cache(redis_url, body)
+
+
+def test_overlapping_patches_keep_the_domain_and_the_latest_value_wins(redis_url: str) -> None:
+    """A writer at 100/s overlaps patches; none may cost the whole domain its cache."""
+    for user in ("1000", "1001", "1002"):
+        store(redis_url, user, f"{user}-v0")
+
+    async def body(cache: DirectoryCache) -> None:
+        await cache.answer(lookup("1000"))
+        view = cache._views[DOMAIN]
+        store(redis_url, "1000", "1000-v1")
+        cache.refresh_extension(DOMAIN, "1000")
+        store(redis_url, "1001", "1001-v1")
+        cache.refresh_extension(DOMAIN, "1001")  # before the first patch is back
+        store(redis_url, "1000", "1000-v2")
+        cache.refresh_extension(DOMAIN, "1000")  # the same extension again
+        assert len(cache._refetching[DOMAIN]) == 3
+        assert password(await cache.answer(lookup("1000"))) == "1000-v2"
+        assert cache._views[DOMAIN] is view  # patched in place, never reloaded
+        assert DOMAIN not in cache._refetching
+        assert password(cache.cached_answer(lookup("1001")) or b"") == "1001-v1"
+        assert password(cache.cached_answer(lookup("1002")) or b"") == "1002-v0"
+        assert cache.stats.misses == 1  # only the very first load
+
+    with_cache(redis_url, body)
