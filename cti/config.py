@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import json5
 
-from cti.redis_client import RedisUrlError, with_password
+from cti.redis_client import RedisUrlError, check_url, with_password
 
 ServiceName = Literal["directory", "events"]
 
@@ -260,6 +260,10 @@ def _from_document(document: Mapping[str, Any], source: str, text: str) -> Setti
     root = _Section(dict(document), source, "", text)
     redis = root.section("redis")
     redis_url = redis.get("url", str, DEFAULT_REDIS_URL)
+    try:
+        check_url(redis_url)
+    except RedisUrlError as exc:
+        redis._fail(redis._key("url"), str(exc))
     redis.close()
     directory = _directory_settings(root.section("directory"))
     events = _event_settings(root.section("events"), root.section("gui"))
@@ -437,11 +441,12 @@ def _apply_env(settings: Settings, env: Mapping[str, str], service: ServiceName)
         return env[var]
 
     redis_url = env.get("REDIS_URL", settings.redis_url)
+    try:
+        check_url(redis_url)
+    except RedisUrlError as exc:
+        raise ConfigError(f"environment REDIS_URL: {exc}") from None
     if env.get("REDIS_PASSWORD"):  # from a Secret; the URL itself need not be secret
-        try:
-            redis_url = with_password(redis_url, env["REDIS_PASSWORD"])
-        except RedisUrlError as exc:
-            raise ConfigError(f"environment REDIS_PASSWORD: {exc}") from None
+        redis_url = with_password(redis_url, env["REDIS_PASSWORD"])
     directory, events = settings.directory, settings.events
     tokens = tuple(t for t in env.get("CTI_API_TOKENS", "").split(",") if t)
     if env.get("CTI_API_TOKEN"):

@@ -17,8 +17,9 @@ are decided once, and a deployment switches topology by changing ``REDIS_URL`` a
     database 0.
 
 ``rediss+sentinel://`` and ``rediss+cluster://`` use TLS. Percent-encode a password that
-contains ``@ : / , ? # %``. In cluster mode every multi-key command and transaction must
-stay within one hash slot; the key schema (:mod:`cti.redis_keys`) is designed for that.
+contains ``@ : / , ? # %`` (or give it as ``REDIS_PASSWORD``, see :func:`with_password`).
+In cluster mode every multi-key command and transaction must stay within one hash slot;
+the key schema (:mod:`cti.redis_keys`) is designed for that.
 """
 
 from __future__ import annotations
@@ -97,6 +98,19 @@ def with_password(url: str, password: str) -> str:
     userinfo, at, hosts = netloc.rpartition("@")
     username = userinfo.split(":", 1)[0] if at else ""
     return f"{scheme}://{username}:{quote(password, safe='')}@{hosts}{slash}{path}"
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`RedisUrlError` for a URL :func:`connect` would refuse, without
+    connecting: a config check at start instead of a failure at the first command."""
+    scheme = url.partition("://")[0].lower()
+    if mode_of(url) != "single":
+        parse_url(url)
+    elif scheme not in ("redis", "rediss", "unix"):
+        raise RedisUrlError(
+            f"{redacted(url)}: scheme must be redis, rediss, unix, redis+sentinel, "
+            "rediss+sentinel, redis+cluster or rediss+cluster"
+        )
 
 
 def mode_of(url: str) -> Mode:

@@ -7,7 +7,7 @@ import redis
 from redis.crc import key_slot
 
 from cti import redis_keys
-from cti.config import ConfigError, load_settings
+from cti.config import ConfigError, load_settings, parse_settings
 from cti.redis_client import (
     RedisTarget,
     RedisUrlError,
@@ -119,6 +119,27 @@ def test_redis_password_unset_or_empty_leaves_the_url_alone() -> None:
 
 
 def test_redis_password_with_a_broken_url_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="REDIS_PASSWORD") as caught:
+    with pytest.raises(ConfigError, match="REDIS_URL") as caught:
         load_settings(None, {"REDIS_URL": "not-a-url", "REDIS_PASSWORD": "s3cret"}, "directory")
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"REDIS_URL": "redis+sentinel://s1:26379"}, "REDIS_URL: .*master-name"),
+        ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL: .*scheme must be"),
+        ({"REDIS_URL": "redis+cluster://:pw@n1:port"}, "REDIS_URL: .*bad port"),
+    ],
+)
+def test_a_bad_redis_url_fails_at_config_load(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_settings(None, env, "events")
+    assert ":pw@" not in str(caught.value)
+
+
+def test_a_bad_redis_url_in_the_file_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"cti.json: line 1: redis.url: .*only database 0"):
+        parse_settings('{"redis": {"url": "redis+cluster://n1/3"}}', "cti.json")
+    for good in ("redis://h/1", "rediss://h", "unix:///run/redis.sock", "redis+cluster://n1"):
+        assert load_settings(None, {"REDIS_URL": good}, "directory").redis_url == good
