@@ -15,8 +15,8 @@ from tests.deploy.manifests import K8S, render
 from tests.support import REPO
 
 FS = REPO / "deploy" / "freeswitch"
-# Parameter names read by do_config() in src/mod/xml_int/mod_xml_curl/mod_xml_curl.c and
-# by config() in src/mod/event_handlers/mod_event_socket/mod_event_socket.c (1.10).
+# Parameter names read by do_config() in src/mod/xml_int/mod_xml_curl/mod_xml_curl.c, and
+# those FreeSWITCH's own conf/vanilla/autoload_configs/event_socket.conf.xml documents.
 XML_CURL_PARAMS = {
     "gateway-url",
     "gateway-credentials",
@@ -43,7 +43,6 @@ EVENT_SOCKET_PARAMS = {
     "apply-inbound-acl",
     "nat-map",
     "stop-on-bind-error",
-    "debug",
 }
 VARIABLE = re.compile(r"\$\$\{(\w+)\}")
 
