@@ -54,10 +54,13 @@ def with_cache(url: str, body: Callable[[DirectoryCache], Awaitable[None]]) -> N
 
 
 async def until_loading(cache: DirectoryCache) -> None:
-    for _ in range(1000):
+    """Until the domain's load is in flight (it first awaits the shared data: a Redis
+    round trip, which on a busy machine outlasts any fixed number of loop turns)."""
+    for _ in range(5000):
         if DOMAIN in cache._loading:
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
+    raise AssertionError("the domain load never started")
     raise AssertionError("the load never started")
 
 
