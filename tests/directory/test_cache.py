@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 import redis
@@ -56,10 +57,11 @@ def with_cache(url: str, body: Callable[[DirectoryCache], Awaitable[None]]) -> N
 async def until_loading(cache: DirectoryCache) -> None:
     """Until the domain's load is in flight (it first awaits the shared data: a Redis
     round trip, which on a busy machine outlasts any fixed number of loop turns)."""
-    for _ in range(5000):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
         if DOMAIN in cache._loading:
             return
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # one loop turn: the load takes at least one round trip
     raise AssertionError("the domain load never started")
     raise AssertionError("the load never started")
 
