@@ -21,6 +21,12 @@ class EslDisconnected(Exception):
     """The socket closed (FreeSWITCH restarted, network cut, listener kicked)."""
 
 
+class EslCorruptFrame(EslDisconnected):
+    """python-ESL handed us something that is not an event: its framing slipped (libesl's
+    buffer can misplace a header/body boundary under load, seen with bench_events.py).
+    Events may have been lost, so the only safe move is: reconnect and reconcile."""
+
+
 class EventHeaders(Mapping[str, str]):
     """A received event's decoded headers, read on demand: one C call per header asked
     for (a channel event has ~200 headers and the state needs ~20). Iterating (a
@@ -28,10 +34,10 @@ class EventHeaders(Mapping[str, str]):
 
     __slots__ = ("_all", "_event", "_seen")
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Any, event_name: str | None = None) -> None:
         self._event = event
         self._all: dict[str, str] | None = None
-        self._seen: dict[str, str | None] = {}
+        self._seen: dict[str, str | None] = {"Event-Name": event_name}
 
     def _header(self, name: str) -> str | None:
         if self._all is not None:
@@ -100,10 +106,14 @@ class EslConnection:
             if not self._conn.connected():
                 raise EslDisconnected(self.node.address)
             return None
-        content_type = event.getHeader("Content-Type")
-        if content_type == "text/disconnect-notice":
-            raise EslDisconnected(f"{self.node.address} sent a disconnect notice")
-        return EventHeaders(event)
+        name = _ESL.ESLevent_getHeader(event, "Event-Name")
+        if not name or name == "SOCKET_DATA":
+            if event.getHeader("Content-Type") == "text/disconnect-notice":
+                raise EslDisconnected(f"{self.node.address} sent a disconnect notice")
+            raise EslCorruptFrame(
+                f"unframed data from {self.node.address}: {event.serialize()[:80]!r}"
+            )
+        return EventHeaders(event, name)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -32,6 +32,11 @@ LIST_DROPPED = Counter(
 WRITE_CONFLICTS = Counter(
     "cti_events_write_conflicts_total", "Batches re-read after a concurrent write", ["node"]
 )
+CORRUPT_FRAMES = Counter(
+    "cti_events_corrupt_frames_total",
+    "Unframed data from python-ESL (reconnected and reconciled)",
+    ["node"],
+)
 FLUSHES = Counter("cti_events_xml_flush_total", "xml_flush_cache commands sent", ["node"])
 
 

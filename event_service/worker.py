@@ -21,7 +21,7 @@ import redis
 
 from cti.config import EslNode, EventSettings
 from event_service import metrics, reconcile
-from event_service.esl import EslConnection, EslDisconnected, EslUnavailable
+from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
 from event_service.events import (
     SUBSCRIPTION,
     ChannelEvent,
@@ -95,6 +95,12 @@ class NodeWorker(threading.Thread):
             except EslUnavailable:
                 self._once("esl", f"cannot reach FreeSWITCH at {self.address}, retrying")
                 self.stop_event.wait(backoff.next())
+            except EslCorruptFrame as exc:
+                metrics.CORRUPT_FRAMES.labels(self.address).inc()
+                log.warning(
+                    "corrupt frame from python-ESL; reconnecting and reconciling",
+                    extra={"node": self.address, "why": str(exc)},
+                )
             except EslDisconnected as exc:
                 log.warning(
                     "event socket lost, reconnecting", extra={"node": self.address, "why": str(exc)}

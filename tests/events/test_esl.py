@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from cti.config import EslNode
-from event_service.esl import EslConnection, EslDisconnected, EslUnavailable
+from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
 from event_service.events import SUBSCRIPTION
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import captured
@@ -82,3 +82,18 @@ def test_wrong_password_and_nobody_listening_are_unavailable(fs: FakeFreeSwitch)
     dead.stop()
     with pytest.raises(EslUnavailable):
         EslConnection(EslNode("127.0.0.1", dead.port)).open()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"Content-Type: text/unknown\n\n",  # no event at all: libesl's SOCKET_DATA
+        b"Content-Length: 10\nContent-Type: text/event-plain\n\nfoo: bar\n\n",  # no name
+    ],
+)
+def test_unframed_data_is_a_corrupt_frame(
+    fs: FakeFreeSwitch, conn: EslConnection, garbage: bytes
+) -> None:
+    fs.send_raw(garbage)
+    with pytest.raises(EslCorruptFrame):
+        conn.receive(5000)

@@ -359,3 +359,20 @@ def test_reconcile_removes_entries_nothing_backs(
         ("registration", "delete", "1000"),
         ("call", "set", "1001"),
     ]
+
+
+def test_corrupt_frame_reconnects_and_reconciles(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    frames = fixture_frames()
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:2])
+        until(lambda: client.hlen("registrations") == 2, what="registered")
+        # FreeSWITCH's truth: 1000 unregistered meanwhile; the frame saying so is garbled
+        fs.set_state(registrations={"internal": [{"user": "1001@127.0.0.1", "call-id": "x"}]})
+        done = running.reconciles
+        fs.send_raw(b"Content-Type: text/unknown\n\n")
+        until(lambda: running.reconciles > done, what="reconcile after the corrupt frame")
+    assert client.hkeys("registrations") == ["1001"]
+    assert fs.connections == 2
