@@ -76,6 +76,7 @@ class NodeWorker(threading.Thread):
         self.core_uuid = ""
         self.reconciles = 0
         self._warned: set[str] = set()
+        self._flush_missed = False
         self._holding = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -128,9 +129,12 @@ class NodeWorker(threading.Thread):
             self._warned.add(outage)
 
     def flush(self, command: str, argument: str) -> None:
-        """Queue an ``api`` command for this node (sent between reads by its thread)."""
+        """Queue an ``api`` command for this node (sent between reads by its thread). One
+        that finds the node unreachable becomes a whole-cache flush once it is back."""
         if self.connected.is_set():
             self.commands.put((command, argument))
+        else:
+            self._flush_missed = True
 
     # -- one connection -------------------------------------------------------------------
 
@@ -146,6 +150,9 @@ class NodeWorker(threading.Thread):
                 log.info("reachable again", extra={"node": self.address})
             self._warned.clear()
             self.connected.set()
+            if self._flush_missed:
+                self._flush_missed = False
+                self.commands.put(("xml_flush_cache", ""))
             metrics.CONNECTED.labels(self.address).set(1)
             backoff.reset()
             self._read_loop(conn)

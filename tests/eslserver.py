@@ -226,7 +226,7 @@ def _read_command(reader: object) -> str | None:
         text = line.decode().rstrip("\r\n")
         if not text:
             if lines:
-                return " ".join(lines)
+                return " ".join(lines).rstrip()
             continue
         lines.append(text)
 

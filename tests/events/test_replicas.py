@@ -204,3 +204,21 @@ def test_settings_modes_reach_the_store(redis_url: str) -> None:
     assert store.rules.mode("internal") == "true"
     assert store.rules.mode("external") == "false"
     connection.close()
+
+
+def test_a_change_while_freeswitch_was_away_flushes_its_whole_cache_on_return(
+    two_fs: tuple[FakeFreeSwitch, FakeFreeSwitch], redis_url: str
+) -> None:
+    fs = two_fs[0]
+    stop = threading.Event()
+    connection = redis.Redis.from_url(redis_url)
+    worker = NodeWorker(node(fs), settings((node(fs),)), connection, "r1", stop)
+    worker.flush("xml_flush_cache", "id 1001 example.com")  # not connected yet
+    worker.start()
+    try:
+        until(lambda: "api xml_flush_cache" in fs.commands, what="whole-cache flush")
+        assert "api xml_flush_cache id 1001 example.com" not in fs.commands
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+        connection.close()
