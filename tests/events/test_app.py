@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from cti import redis_keys
+from cti.changes import DirectoryChange
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import until
 from tests.support import REPO, free_port, wait_for_port
@@ -51,6 +53,15 @@ def test_service_runs_from_env_and_stops_on_sigterm(redis_url: str, tmp_path: Pa
             f'cti_events_received_total{{node="{fs.address}",type="sofia::register"}} 2.0' in text
         )
         assert f'cti_events_connected{{node="{fs.address}"}} 1.0' in text
+        # an API change event reaches FreeSWITCH as a cache flush
+        change = DirectoryChange("extension", "update", "example.com", "1001", "alice")
+        until(
+            lambda: (
+                client.publish(redis_keys.DIRECTORY_CHANGES_CHANNEL, change.to_json())
+                and "api xml_flush_cache id alice example.com" in fs.commands
+            ),
+            what="flush sent",
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
@@ -63,3 +74,16 @@ def test_service_runs_from_env_and_stops_on_sigterm(redis_url: str, tmp_path: Pa
     logs = [json.loads(line) for line in log_path.read_text().splitlines() if line]
     assert any(entry["message"] == "event service stopped" for entry in logs)
     assert not any("ClueCon" in json.dumps(entry) for entry in logs)
+
+
+def test_bad_configuration_exits_2_with_the_reason(tmp_path: Path) -> None:
+    config = tmp_path / "cti.json"
+    config.write_text('{"events": {"multiple_registrations": {"internal": "maybe"}}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "event_service", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"events.multiple_registrations.internal: must be one of" in result.stderr
