@@ -78,6 +78,7 @@ class NodeWorker(threading.Thread):
         self._warned: set[str] = set()
         self._flush_missed = False
         self._holding = False
+        self._next_renew = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -145,6 +146,7 @@ class NodeWorker(threading.Thread):
             conn.subscribe(SUBSCRIPTION)
             metrics.RECONNECTS.labels(self.address).inc()
             self.core_uuid = ""
+            self._next_renew = 0.0
             self.reconcile(conn)
             if self._warned:
                 log.info("reachable again", extra={"node": self.address})
@@ -161,16 +163,19 @@ class NodeWorker(threading.Thread):
             metrics.CONNECTED.labels(self.address).set(0)
             conn.close()
 
+    def _renew_if_due(self) -> None:
+        """Keep the lease (also from inside a long reconcile: it must not lapse mid-way)."""
+        now = time.monotonic()
+        if now >= self._next_renew:
+            if not self.lease.renew():
+                raise LeaseLost(self.address)
+            self._next_renew = now + self.lease.renew_interval
+
     def _read_loop(self, conn: EslConnection) -> None:
         last_event = time.monotonic()
-        next_renew = last_event + self.lease.renew_interval
         while not self.stop_event.is_set():
             self._send_commands(conn)
-            now = time.monotonic()
-            if now >= next_renew:
-                if not self.lease.renew():
-                    raise LeaseLost(self.address)
-                next_renew = now + self.lease.renew_interval
+            self._renew_if_due()
             headers = conn.receive(POLL_MS)
             if headers is None:
                 if time.monotonic() - last_event > self.settings.heartbeat_timeout:
@@ -260,6 +265,7 @@ class NodeWorker(threading.Thread):
         plan = reconcile.plan_channels(snapshot.channels, live_channels)
         dumped: list[Operation] = []
         for uuid in plan.to_dump:
+            self._renew_if_due()
             reply = conn.api("uuid_dump", uuid)
             if reply.startswith("-ERR"):
                 continue  # ended between the two commands
@@ -273,6 +279,7 @@ class NodeWorker(threading.Thread):
         ]
         ops: list[Operation] = [*syncs, *plan.gone, *dumped, *stale]
         for start in range(0, len(ops), RECONCILE_CHUNK):
+            self._renew_if_due()
             self._apply(ops[start : start + RECONCILE_CHUNK])
         for sync in syncs:
             if sync.remove:
