@@ -7,8 +7,9 @@
 2. ``ListExtensions`` of ``--list`` extensions page by page (``--page-size``) vs. redis-py
    ``HSCAN`` of the same hash (unordered, unparsed).
 3. xml_curl lookups (``python -m directory_service``, wrk, a new connection per request)
-   read-only vs. while a gRPC writer updates ``--write-rate`` extensions/s: rate, p99
-   and cache hit rate should stay near the read-only figures. Uses the helpers (and CPU
+   read-only vs. while a gRPC writer updates ``--write-rate`` extensions/s through a
+   second replica (on the load generator's CPU, as writes land on any replica): rate, p99
+   and cache hit rate of the measured replica should stay near the read-only figures. Uses the helpers (and CPU
    pinning) of ``bench_directory_lookup.py``.
 
 The API server runs in its own process (client and server do not share a GIL); Redis is a
@@ -212,15 +213,30 @@ def bench_lookups_under_writes(redis_url: str, count: int, seconds: float, rate:
     script = lookup.lua_script(workdir, count)
     lookup.seed(redis_url, count)
     http_port, grpc_port = free_port(), free_port()
+    writer_http_port, writer_grpc_port = free_port(), free_port()
     (workdir / "none.json").write_text("{}")
-    env = {
-        "REDIS_URL": redis_url,
-        "CTI_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-        "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
-        "CTI_CONFIG": str(workdir / "none.json"),
-    }
-    with lookup.server([sys.executable, "-m", "directory_service"], http_port, env):
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+
+    def replica_env(http: int, grpc_listen: int) -> dict[str, str]:
+        return {
+            "REDIS_URL": redis_url,
+            "CTI_HTTP_LISTEN": f"127.0.0.1:{http}",
+            "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_listen}",
+            "CTI_CONFIG": str(workdir / "none.json"),
+        }
+
+    # Two replicas, as deployed: the writer's API calls land on one (on the load
+    # generator's CPU), the measured one (pinned alone) only hears of them through Redis.
+    command = [sys.executable, "-m", "directory_service"]
+    with (
+        lookup.server(command, http_port, replica_env(http_port, grpc_port)),
+        lookup.server(
+            command,
+            writer_http_port,
+            replica_env(writer_http_port, writer_grpc_port),
+            cpu=lookup.CLIENT_CPU,
+        ),
+    ):
+        channel = grpc.insecure_channel(f"127.0.0.1:{writer_grpc_port}")
         stub = directory_pb2_grpc.DirectoryServiceStub(channel)
         lookup.wrk(http_port, script, max(1.0, seconds / 3), lookup.CONNECTIONS)  # warm cache
 

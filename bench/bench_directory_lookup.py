@@ -191,9 +191,11 @@ def measure(
 
 
 @contextmanager
-def server(command: Sequence[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+def server(
+    command: Sequence[str], port: int, env: dict[str, str] | None = None, cpu: str = SERVER_CPU
+) -> Iterator[None]:
     process = subprocess.Popen(
-        pinned(SERVER_CPU, command),
+        pinned(cpu, command),
         cwd=REPO,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,

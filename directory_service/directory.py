@@ -90,7 +90,10 @@ class DomainView:
         self._settings: DirectoryEntry | None = None
         self._entries: dict[str, DirectoryEntry | None] = {}
         self._index: _Index | None = None
-        self._documents: dict[tuple[str, str], bytes] = {}
+        # User documents by resolved id (a change of one user drops one entry); documents
+        # that list users (groups, network lists) or none (the domain) apart.
+        self._user_documents: dict[str, bytes] = {}
+        self._listings: dict[tuple[str, str], bytes] = {}
 
     # -- answering -------------------------------------------------------------------
 
@@ -114,7 +117,10 @@ class DomainView:
         user_id = self.resolve(user) if key == "id" else self._resolve_attribute(key, user)
         if user_id is None:
             return render.NOT_FOUND
-        return self._memo(("user", user_id), lambda: self._user(user_id))
+        document = self._user_documents.get(user_id)
+        if document is None:
+            document = self._user_documents[user_id] = self._user(user_id)
+        return document
 
     def resolve(self, key: str) -> str | None:
         """The extension id FreeSWITCH's matching would pick for ``key``, if any."""
@@ -202,10 +208,9 @@ class DomainView:
         return entry.alias if entry is not None else ""
 
     def _memo(self, key: tuple[str, str], build: Callable[[], bytes]) -> bytes:
-        document = self._documents.get(key)
+        document = self._listings.get(key)
         if document is None:
-            document = build()
-            self._documents[key] = document
+            document = self._listings[key] = build()
         return document
 
     # -- documents -------------------------------------------------------------------
@@ -274,13 +279,10 @@ class DomainView:
             self.data.extensions[user_id] = raw
             if self._index is not None:
                 self._index.add(user_id, self._alias(user_id))
-        # User documents are keyed by resolved id, so other users' stay valid; group and
-        # network-list documents list every user and go.
-        self._documents = {
-            key: doc
-            for key, doc in self._documents.items()
-            if key[0] == "user" and key[1] != user_id
-        }
+        # Other users' documents stay valid (O(1) per write: a writer at 100/s must not
+        # cost a pass over 10,000 documents each time); listings of users go.
+        self._user_documents.pop(user_id, None)
+        self._listings = {key: doc for key, doc in self._listings.items() if key[0] == "domain"}
 
     def with_shared(self, shared: SharedData) -> DomainView:
         """The same raw extensions seen through other templates and domain settings
