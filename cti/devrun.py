@@ -45,7 +45,8 @@ def _start_redis() -> subprocess.Popen[bytes] | None:
             str(data),
             "--notify-keyspace-events",
             "KEA",
-        ]
+        ],
+        start_new_session=True,  # Ctrl-C reaches the services; Redis is stopped after them
     )
     for _ in range(100):
         if _port_open("127.0.0.1", 6379):
