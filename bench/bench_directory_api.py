@@ -9,8 +9,8 @@
 3. xml_curl lookups (``python -m directory_service``, wrk, a new connection per request)
    read-only vs. while a gRPC writer updates ``--write-rate`` extensions/s through a
    second replica (on the load generator's CPU, as writes land on any replica): rate, p99
-   and cache hit rate of the measured replica should stay near the read-only figures. Uses the helpers (and CPU
-   pinning) of ``bench_directory_lookup.py``.
+   and cache hit rate of the measured replica should stay near the read-only figures.
+   Uses the helpers (and CPU pinning) of ``bench_directory_lookup.py``.
 
 The API server runs in its own process (client and server do not share a GIL); Redis is a
 throw-away ``redis-server``. All loopback. Usage:
