@@ -21,10 +21,12 @@ RUN python -m venv /opt/build
 ENV PATH=/opt/build/bin:$PATH
 
 # python-ESL 1.4.18 needs SWIG 3.x (4.x dropped -classic): PyPI's swig, then build the
-# wheel without isolation so that this swig is the one on PATH (as `make install` does).
+# wheel (python-ESL==1.4.18 from its sdist, --no-build-isolation so that this swig is the
+# one on PATH) with a libesl framing fix, as `make install` does: tools/build_python_esl.py.
+COPY tools/build_python_esl.py ./tools/
 RUN pip install --upgrade pip setuptools wheel \
     && pip install swig==3.0.12 \
-    && pip wheel --no-build-isolation --no-deps --wheel-dir /wheels python-ESL==1.4.18
+    && python tools/build_python_esl.py /wheels
 
 # Generated protobuf code is not committed: generate it with the same grpcio-tools and
 # protobuf versions that go into the image (constraints pin them for the wheel build).

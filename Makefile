@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# python-ESL 1.4.18 needs SWIG 3.x (Debian's 4.x dropped -classic): PyPI's swig into the venv.
+	# Built from its sdist with one libesl framing bug fixed (see tools/build_python_esl.py).
 	$(PY) -m pip install -q swig==3.0.12
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pip install -q --no-build-isolation python-ESL==1.4.18
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) tools/build_python_esl.py $(VENV)/wheels
+	$(PY) -m pip install -q --force-reinstall --no-deps $(VENV)/wheels/python_esl-1.4.18-*.whl
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -36,7 +38,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cti directory_service event_service ctictl tests bench
+	$(BIN)/mypy cti directory_service event_service ctictl tests bench tools
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
