@@ -52,10 +52,17 @@ def template_refs(domain: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Event service (registration and call state from FreeSWITCH's event socket)
+#
+# Every key below is derived from the registration hash's name: on a Redis Cluster the
+# operator names the hashes with a common hash tag (``{cti}registrations``,
+# ``{cti}calls``), every derived key then carries that tag, and the event service's
+# transactions (hashes + indexes + log + lease in one MULTI/EXEC) stay in one slot. With
+# untagged names (the seed's ``registrations`` / ``calls``) the names are the historic ones.
 
 EVENTS_LOG_STREAM = "cti:events:log"
-"""Stream: one entry per state change of the ``registrations`` / ``calls`` hashes, written in
-the same MULTI/EXEC as the change itself (so the log and the hashes never disagree)::
+"""Stream (untagged name; see :func:`events_log`): one entry per state change of the
+``registrations`` / ``calls`` hashes, written in the same MULTI/EXEC as the change itself
+(so the log and the hashes never disagree)::
 
     XADD cti:events:log MAXLEN ~ 100000 * kind <registration|call> op <set|delete>
          key <hash field> value <the field's new JSON, empty for delete> node <host:port>
@@ -64,21 +71,57 @@ Readers (gRPC Watch) take a snapshot of the hashes, then XREAD from the id they 
 
 EVENTS_LOG_MAXLEN = 100000
 
+_EVENTS_PREFIX = "cti:events"
+
+
+def hash_tag(key: str) -> str | None:
+    """The hash tag Redis Cluster hashes ``key`` by (the text between the first ``{`` and
+    the next ``}``, if not empty), or ``None`` when the whole key is hashed."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def _events_prefix(registration_hash: str) -> str:
+    """``{X}:events`` when the registration hash is tagged ``{X}``, else ``cti:events``."""
+    tag = hash_tag(registration_hash)
+    return _EVENTS_PREFIX if tag is None else "{" + tag + "}:events"
+
+
+def events_log(registration_hash: str) -> str:
+    """The change-log stream (:data:`EVENTS_LOG_STREAM` unless the hash is tagged)."""
+    return _events_prefix(registration_hash) + ":log"
+
+
+def _derived(hash_name: str, suffix: str) -> str:
+    """A key kept next to a state hash: in its slot. A tagged name already names its slot;
+    an untagged one becomes the tag itself (``{registrations}:devices``)."""
+    if hash_tag(hash_name) is not None:
+        return f"{hash_name}:{suffix}"
+    return "{" + hash_name + "}:" + suffix
+
 
 def registration_devices(registration_hash: str) -> str:
     """Hash, derived: registration hash field -> JSON ``{device id: {node, at, value}}``, the
     registrations FreeSWITCH holds for that extension (several devices, several nodes).
-    Hash-tagged with the seed hash's name so both live in one Redis Cluster slot."""
-    return "{" + registration_hash + "}:devices"
+    In the registration hash's slot (``{registrations}:devices``,
+    ``{cti}registrations:devices``)."""
+    return _derived(registration_hash, "devices")
 
 
 def call_channels(call_hash: str) -> str:
     """Hash, derived: channel uuid -> JSON ``{node, key, answered}``: which node a live channel
-    is on and which ``calls`` field it belongs to (reconcile removes a node's own only)."""
-    return "{" + call_hash + "}:channels"
+    is on and which ``calls`` field it belongs to (reconcile removes a node's own only).
+    In the call hash's slot."""
+    return _derived(call_hash, "channels")
 
 
-def node_lease(node_address: str) -> str:
+def node_lease(node_address: str, registration_hash: str) -> str:
     """String: the id of the event-service replica consuming that FreeSWITCH node now
-    (``SET NX PX``, renewed; deleted/extended only by its owner)."""
-    return f"cti:events:lease:{node_address}"
+    (``SET NX PX``, renewed; deleted/extended only by its owner). ``cti:events:lease:<node>``
+    or, with a tagged registration hash, ``{X}:events:lease:<node>``."""
+    return f"{_events_prefix(registration_hash)}:lease:{node_address}"

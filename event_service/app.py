@@ -14,7 +14,7 @@ from typing import Any
 from cti import redis_client
 from cti.config import ConfigError, Settings, load_settings
 from cti.logs import configure_logging
-from event_service import metrics
+from event_service import keyspace, metrics
 from event_service.flush import ChangeFlusher
 from event_service.lease import replica_id
 from event_service.worker import NodeWorker
@@ -80,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("events")
     try:
         settings = load_settings(args.config, service="events")
+        if redis_client.mode_of(settings.redis_url) == "cluster":
+            keyspace.check_one_slot(settings.events)
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return 2

@@ -37,9 +37,18 @@ def replica_id() -> str:
 
 
 class Lease:
-    def __init__(self, client: redis.Redis, node: str, owner: str, seconds: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        node: str,
+        owner: str,
+        seconds: float,
+        *,
+        registration_hash: str,
+    ) -> None:
         self.client = client
-        self.key = redis_keys.node_lease(node)
+        # In the registration hash's slot: the store WATCHes it in its transactions.
+        self.key = redis_keys.node_lease(node, registration_hash)
         self.owner = owner
         self.ttl_ms = max(1, int(seconds * 1000))
         self._renew = client.register_script(_RENEW)

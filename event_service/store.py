@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+import redis.cluster
 from redis.typing import EncodableT, FieldT
 
 from cti import redis_keys
@@ -34,6 +35,7 @@ from event_service.state import (
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 20
+_PUBLISH = "return redis.call('PUBLISH', ARGV[1], ARGV[2])"
 
 
 class LeaseLost(Exception):
@@ -76,6 +78,8 @@ class StateStore:
         self.call_hash = settings.call.hash
         self.devices_key = redis_keys.registration_devices(self.registration_hash)
         self.channels_key = redis_keys.call_channels(self.call_hash)
+        self.log_stream = redis_keys.events_log(self.registration_hash)
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class StateStore:
             )
             finals.setdefault(target.hash, {})[change.field] = change.value
             if target.channel:
-                pipe.publish(target.channel, change.payload)
+                self._publish(pipe, target.channel, change.payload)
                 position += 1
             if target.list:
                 pipe.lpush(target.list, change.payload)
@@ -157,7 +161,7 @@ class StateStore:
                 pipe.ltrim(target.list, 0, target.list_max - 1)
                 position += 2
             pipe.xadd(
-                redis_keys.EVENTS_LOG_STREAM,
+                self.log_stream,
                 {
                     "kind": change.kind,
                     "op": "delete" if change.value is None else "set",
@@ -177,6 +181,19 @@ class StateStore:
             if deletes:
                 pipe.hdel(key, *deletes)
         return pushes
+
+    def _publish(self, pipe: redis.client.Pipeline, channel: str, payload: str) -> None:
+        """PUBLISH inside the transaction, so subscribers get changes in commit order.
+
+        A cluster pipeline refuses PUBLISH (it has no key to route by); the same PUBLISH
+        from a one-line script keyed by the registration hash is routed to our slot's node,
+        and Redis Cluster delivers it to subscribers on every node."""
+        if self._cluster:
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "EVAL", _PUBLISH, 1, self.registration_hash, channel, payload
+            )
+        else:
+            pipe.publish(channel, payload)
 
     def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:
         for index, name, limit in pushes:

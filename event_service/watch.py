@@ -2,7 +2,8 @@
 that point: no gap, no duplicate.
 
 Why it is exact: the core writes every state change as one MULTI/EXEC holding the hash
-write *and* its ``XADD`` to ``cti:events:log``. :meth:`ChangeLog.snapshot` reads the
+write *and* its ``XADD`` to the change log (``cti:events:log``, see
+:func:`cti.redis_keys.events_log`). :meth:`ChangeLog.snapshot` reads the
 hashes and the log's last id in one MULTI/EXEC too, so the snapshot contains precisely the
 changes up to that id, and ``XREAD`` from it returns precisely the ones after.
 
@@ -116,15 +117,11 @@ class Snapshot:
 class ChangeLog:
     """Snapshot and change reads for Watch over one Redis."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        hashes: Mapping[Kind, str],
-        stream: str = redis_keys.EVENTS_LOG_STREAM,
-    ) -> None:
+    def __init__(self, client: redis.Redis, hashes: Mapping[Kind, str]) -> None:
         self._client = client
         self._hashes = dict(hashes)
-        self._stream = stream
+        # The log the core writes beside these hashes (same builder, same cluster slot).
+        self._stream = redis_keys.events_log(self._hashes["registration"])
 
     def snapshot(self, kinds: Iterable[Kind]) -> Snapshot:
         """The hashes of ``kinds`` and the log position, in one MULTI/EXEC."""
@@ -182,12 +179,20 @@ def _no_log(info: Any) -> bool:
     return isinstance(info, redis.ResponseError) and "no such key" in str(info).lower()
 
 
+def _info(info: Any, name: str, default: Any = None) -> Any:
+    """One field of an XINFO STREAM answer. redis-py parses it into a dict with str keys,
+    except inside a Redis Cluster transaction, where the keys stay bytes."""
+    if name in info:
+        return info[name]
+    return info.get(name.encode(), default)
+
+
 def _last_id(info: Any) -> str:
     if _no_log(info):  # no log yet: every change is after START
         return START
     if isinstance(info, Exception):
         raise info
-    return _id_text(info["last-generated-id"])
+    return _id_text(_info(info, "last-generated-id"))
 
 
 def _check_reaches(info: Any, after: str) -> None:
@@ -199,18 +204,18 @@ def _check_reaches(info: Any, after: str) -> None:
         return
     if isinstance(info, Exception):
         raise info
-    if parse_revision(_id_text(info["last-generated-id"])) < position:
+    if parse_revision(_id_text(_info(info, "last-generated-id"))) < position:
         raise LogGap(f"revision {after} is newer than the change log (was it reset?)")
-    length = int(info.get("length", 0))
+    length = int(_info(info, "length", 0))
     if after == START:
-        added = info.get("entries-added")
+        added = _info(info, "entries-added")
         if added is not None and int(added) > length:
             raise LogGap("the change log no longer holds its first entries")
         return
-    first = info.get("first-entry")
+    first = _info(info, "first-entry")
     if length and first and parse_revision(_id_text(first[0])) > position:
         raise LogGap(f"changes after revision {after} were trimmed from the change log")
-    if not length and parse_revision(_id_text(info["last-generated-id"])) > position:
+    if not length and parse_revision(_id_text(_info(info, "last-generated-id"))) > position:
         raise LogGap(f"changes after revision {after} were removed from the change log")
 
 

@@ -68,7 +68,13 @@ class NodeWorker(threading.Thread):
         self.address = node.address
         self.settings = settings
         self.stop_event = stop
-        self.lease = Lease(client, self.address, owner, settings.lease_seconds)
+        self.lease = Lease(
+            client,
+            self.address,
+            owner,
+            settings.lease_seconds,
+            registration_hash=settings.registration.hash,
+        )
         self.store = StateStore(client, settings, self.address, self.lease)
         self.connect = connect
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()

@@ -112,7 +112,7 @@ def test_lease_hands_a_node_over_when_its_replica_dies(
         threading.Event().wait(0.5)  # second keeps trying meanwhile
         assert not second.workers[0].connected.is_set()
         assert fs.subscribed_clients() == 1
-        assert client.get(redis_keys.node_lease(fs.address)) == "replica-1"
+        assert client.get(redis_keys.node_lease(fs.address, "registrations")) == "replica-1"
         # replica 1 dies without releasing (its lease just expires)
         first.workers[0].lease.release = lambda: None  # type: ignore[method-assign]
         first.close()
@@ -122,7 +122,7 @@ def test_lease_hands_a_node_over_when_its_replica_dies(
         assert second.workers[0].reconciles >= 1
         fs.send_frames(fixture_frames()[:1])
         until(lambda: client.hexists("registrations", "1000"), what="second applies events")
-        assert client.get(redis_keys.node_lease(fs.address)) == "replica-2"
+        assert client.get(redis_keys.node_lease(fs.address, "registrations")) == "replica-2"
     finally:
         first.close()
         if second is not None:
@@ -134,19 +134,19 @@ def test_a_replica_that_lost_its_lease_writes_nothing(client: redis.Redis, redis
     from event_service.store import LeaseLost, StateStore
 
     connection = redis.Redis.from_url(redis_url)
-    ours = Lease(connection, "n:1", "me", 5)
+    ours = Lease(connection, "n:1", "me", 5, registration_hash="registrations")
     assert ours.acquire()
     store = StateStore(connection, settings(), "n:1", ours)
     first, second = classify(captured()[0]), classify(captured()[1])
     assert isinstance(first, RegistrationEvent) and isinstance(second, RegistrationEvent)
     assert store.apply([first]) == 1
-    client.set(redis_keys.node_lease("n:1"), "someone-else")
+    client.set(redis_keys.node_lease("n:1", "registrations"), "someone-else")
     with pytest.raises(LeaseLost):
         store.apply([second])
     assert client.hkeys("registrations") == ["1000"]
     assert not ours.renew()
     ours.release()  # not ours: must not delete
-    assert client.get(redis_keys.node_lease("n:1")) == "someone-else"
+    assert client.get(redis_keys.node_lease("n:1", "registrations")) == "someone-else"
     connection.close()
 
 

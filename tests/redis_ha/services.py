@@ -75,17 +75,32 @@ def directory_service(redis_url: str, redis_password: str = "") -> Iterator[Serv
 
 
 @contextmanager
-def event_service(redis_url: str, esl_address: str, redis_password: str = "") -> Iterator[Path]:
-    """Yields the service's log path once its metrics port answers."""
+def event_service(
+    redis_url: str,
+    esl_address: str,
+    redis_password: str = "",
+    *,
+    gui: Mapping[str, object] | None = None,
+    grpc_port: int | None = None,
+    api_token: str = "",
+) -> Iterator[Path]:
+    """Yields the service's log path once its metrics port answers. ``gui`` is its cti.json's
+    ``gui`` section (hash names...); ``grpc_port``/``api_token`` for calling its API."""
     metrics_port = free_port()
-    config = {"events": {"metrics_listen": f"127.0.0.1:{metrics_port}", "lease_seconds": 3}}
+    config: dict[str, object] = {
+        "events": {"metrics_listen": f"127.0.0.1:{metrics_port}", "lease_seconds": 3}
+    }
+    if gui is not None:
+        config["gui"] = gui
     env = {
         "REDIS_URL": redis_url,
         "REDIS_PASSWORD": redis_password,
         "CTI_ESL_NODES": esl_address,
         "CTI_ESL_PASSWORD": "ClueCon",
-        "CTI_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
+        "CTI_GRPC_LISTEN": f"127.0.0.1:{grpc_port or free_port()}",
     }
+    if api_token:
+        env["CTI_API_TOKEN"] = api_token
     with _process("event_service", config, env) as (process, log):
         _wait_listening(process, metrics_port, log)
         yield log
