@@ -267,6 +267,16 @@ def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     return cast(redis.Redis, cluster)
 
 
+def connect_cluster_node_async(url: str, host: str, port: int) -> redis.asyncio.Redis:
+    """A plain (non-cluster) asyncio client to one node of the cluster ``url`` names, with
+    the URL's credentials, TLS and timeouts: for what must talk to each node itself, such
+    as keyspace notifications, which a node publishes only for the keys it holds."""
+    target = parse_url(url)
+    if target.mode != "cluster":
+        raise RedisUrlError(f"{redacted(url)}: not a redis+cluster:// URL")
+    return redis.asyncio.Redis(host=host, port=port, **_server_kwargs(target, False))
+
+
 def connect_async(url: str, *, decode_responses: bool = False) -> redis.asyncio.Redis:
     """An asyncio client for any URL form above (cluster: see :func:`connect`)."""
     if mode_of(url) == "single":

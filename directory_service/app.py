@@ -15,11 +15,12 @@ from granian.rsgi import Scope
 
 from cti.config import Settings, load_settings
 from cti.logs import configure_logging
-from cti.redis_client import connect_async, mode_of
+from cti.redis_client import connect_async
 from directory_service.cache import DirectoryCache
 from directory_service.http import DirectoryHttp
 from directory_service.invalidation import InvalidationListener
 from directory_service.metrics import DirectoryMetrics
+from directory_service.notify_nodes import notify_nodes
 
 log = logging.getLogger("directory_service")
 
@@ -46,21 +47,15 @@ class DirectoryApp:
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         directory = self.settings.directory
-        caching = directory.cache
-        if caching and mode_of(self.settings.redis_url) == "cluster":
-            # Each cluster node notifies only its own keys, and the listener subscribes on
-            # one connection: it would miss writes. Correct and uncached instead.
-            log.warning("Redis Cluster: directory cache DISABLED (every lookup reads Redis)")
-            caching = False
         cache = DirectoryCache(
             connect_async(self.settings.redis_url),
             directory.default_domain_params,
             on_error=log_unusable_entry,
-            enabled=caching,
+            enabled=directory.cache,
         )
         self._http = DirectoryHttp(directory.http, cache, DirectoryMetrics(cache))
-        if caching:
-            listener = InvalidationListener(connect_async(self.settings.redis_url), cache)
+        if directory.cache:
+            listener = InvalidationListener(notify_nodes(self.settings.redis_url), cache)
             self._listener = loop.create_task(listener.run())
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:

@@ -1,25 +1,35 @@
 """Redis tells every replica what changed; this turns its messages into cache actions.
 
-One subscriber connection per process receives, in Redis's own order:
+One subscriber connection per notifying server (the server, the Sentinel master, or each
+Redis Cluster primary: :mod:`directory_service.notify_nodes`) receives, in that server's
+own order:
 
-- keyspace notifications ``__keyspace@<db>__:<key>`` for every ``cti_*`` key, whoever wrote;
+- keyspace notifications ``__keyspace@<db>__:<key>`` for every ``cti_*`` key it holds,
+  whoever wrote;
 - ``cti:directory:write-begin`` and ``cti:directory:changes``, which the gRPC API publishes
   first and last inside each write's MULTI/EXEC.
 
 Redis runs a transaction without interleaving, so the notifications between a begin and
 its change event are exactly that write's: the change event names the extension, and only
 it is re-read. A notification outside a bracket is a write we cannot name (``redis-cli
-HSET``): the whole domain is dropped and reloaded on its next lookup.
+HSET``): the whole domain is dropped and reloaded on its next lookup. On a Cluster the
+transaction runs on the node holding the domain, whose connection sees the bracket in
+order; the other nodes get the two publishes over the cluster bus with none of its
+notifications, so there the bracket explains nothing and changes nothing. Each
+connection therefore has its own :class:`NotificationRouter`.
 
-:class:`NotificationRouter` is that rule, pure; :class:`InvalidationListener` is the
-connection: it turns keyspace notifications on (``CONFIG SET``, merged with what is set),
-subscribes, and flushes the cache whenever it is not sure to see every change.
+:class:`NotificationRouter` is that rule, pure; :class:`InvalidationListener` holds the
+connections: it turns keyspace notifications on (``CONFIG SET``, merged with what is set),
+subscribes, and flushes the cache whenever it is not sure to see every change (any
+connection lost, or the cluster's primaries changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, Protocol
 
 import redis.asyncio
@@ -27,6 +37,7 @@ import redis.exceptions
 
 from cti import redis_keys
 from cti.changes import DirectoryChange
+from directory_service.notify_nodes import NotifyNodes
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +110,18 @@ class NotificationRouter:
             else:
                 self._unexplained(key)
 
+    @property
+    def bracket_open(self) -> bool:
+        """A write-begin was seen and its change event not yet."""
+        return self._bracket is not None
+
+    def abandon_bracket(self) -> None:
+        """The open bracket's change event is not coming (see the listener): its keys
+        are unknown writes."""
+        self._close_unexplained()
+
     def _close_unexplained(self) -> None:
-        """A begin without its change event (should not happen): its keys are unknown."""
+        """A begin without its change event: its keys are unknown."""
         touched, self._bracket = self._bracket, None
         for key in touched or ():
             self._unexplained(key)
@@ -123,31 +144,46 @@ class _CacheLike(CacheActions, Liveness, Protocol):
     live: bool
 
 
+class TopologyChanged(Exception):
+    """The servers to subscribe to are no longer those subscribed (cluster failover or
+    resharding): start over with the new ones."""
+
+
+_TRANSIENT = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+
 class InvalidationListener:
-    """Keeps one subscription alive; the cache is live only while it is."""
+    """Keeps one subscription per notifying server alive (one for a single server or
+    Sentinel, one per primary on a Cluster); the cache is live only while all are."""
 
     RETRY_MIN, RETRY_MAX = 0.05, 1.0
+    IDLE_PING_SECONDS = 5.0
+    BRACKET_MAX_SECONDS = 1.0
+    """A write-begin whose change event has not come by then is closed as unexplained. On
+    its own node both arrive together (one EXEC); on the other nodes of a cluster they come
+    over the cluster bus, which may lose them: without this, a lost change event would
+    leave that node's later hand writes waiting for it forever."""
 
-    def __init__(self, client: redis.asyncio.Redis, cache: _CacheLike) -> None:
-        self.client = client
+    def __init__(self, nodes: NotifyNodes, cache: _CacheLike) -> None:
+        self.nodes = nodes
         self.cache = cache
-        # A cluster client has no single pool (and only db 0).
-        pool = getattr(client, "connection_pool", None)
-        db = int(getattr(pool, "connection_kwargs", {}).get("db", 0))
-        self.router = NotificationRouter(cache, db)
 
     async def run(self) -> None:
         delay = self.RETRY_MIN
         while True:
             try:
-                if not await self._enable_notifications():
-                    self.cache.enabled = False
-                    return
-                await self._listen()
+                await self._subscribe_all()
+                return  # CONFIG refused: the cache is disabled
             except asyncio.CancelledError:
                 self.cache.go_dark()
+                await self.nodes.aclose()
                 raise
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except TopologyChanged:
+                log.info("Redis Cluster primaries changed; resubscribing, not caching until then")
+                self.cache.go_dark()
+                delay = self.RETRY_MIN
+                continue
+            except _TRANSIENT as exc:
                 if self.cache.live:  # once per outage, not once per retry
                     log.warning(
                         "directory cache subscriber lost (%s); not caching until back",
@@ -155,8 +191,8 @@ class InvalidationListener:
                     )
                 self.cache.go_dark()
             except Exception:
-                # A client that cannot subscribe at all (e.g. a Redis Cluster client):
-                # stay correct without the cache rather than die.
+                # A client that cannot subscribe at all: stay correct without the cache
+                # rather than die.
                 log.exception("directory cache subscriber failed; cache DISABLED")
                 self.cache.go_dark()
                 self.cache.enabled = False
@@ -164,15 +200,52 @@ class InvalidationListener:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.RETRY_MAX)
 
-    async def _enable_notifications(self) -> bool:
+    async def _subscribe_all(self) -> None:
+        """Subscribe to every node and listen until one fails or the topology changes
+        (raises); return only if a node refuses CONFIG (cache disabled)."""
+        clients = await self.nodes.discover()
+        try:
+            for client in clients:
+                if not await self._enable_notifications(client):
+                    self.cache.enabled = False
+                    return
+            subscribed: set[int] = set()
+
+            def on_subscribed(index: int) -> None:
+                subscribed.add(index)
+                if len(subscribed) == len(clients):  # also after any re-subscription
+                    self.cache.go_live()  # flush, then live
+                    log.info(
+                        "directory cache live (keyspace notifications subscribed on %d "
+                        "Redis node(s))",
+                        len(clients),
+                    )
+
+            listeners = [
+                self._listen(
+                    client,
+                    NotificationRouter(self.cache, self.nodes.db),
+                    partial(on_subscribed, index),
+                )
+                for index, client in enumerate(clients)
+            ]
+            await _until_first_failure([*listeners, self._watch_topology()])
+        finally:
+            await self.nodes.release(clients)
+
+    async def _watch_topology(self) -> None:
+        await self.nodes.changed()
+        raise TopologyChanged
+
+    async def _enable_notifications(self, client: redis.asyncio.Redis) -> bool:
         """``CONFIG SET notify-keyspace-events`` if needed (again after every reconnect: a
         restarted Redis forgets it). ``False`` if Redis refuses CONFIG (managed Redis)."""
         try:
-            current = await self.client.config_get("notify-keyspace-events")
+            current = await client.config_get("notify-keyspace-events")
             flags = _text(current.get("notify-keyspace-events", ""))
             merged = merged_notify_flags(flags)
             if merged is not None:
-                await self.client.config_set("notify-keyspace-events", merged)
+                await client.config_set("notify-keyspace-events", merged)
         except redis.exceptions.ResponseError as exc:
             log.warning(
                 "Redis refuses CONFIG (%s): cannot enable keyspace notifications, so the "
@@ -184,27 +257,60 @@ class InvalidationListener:
             return False
         return True
 
-    async def _listen(self) -> None:
-        pubsub = self.client.pubsub()
+    async def _listen(
+        self,
+        client: redis.asyncio.Redis,
+        router: NotificationRouter,
+        on_subscribed: Callable[[], None],
+    ) -> None:
+        """One node's subscription, until lost (raises). ``on_subscribed`` each time its
+        subscriptions are all confirmed (again after redis-py re-subscribes on its own)."""
+        loop = asyncio.get_running_loop()
+        pubsub = client.pubsub()
         try:
-            await pubsub.psubscribe(*self.router.patterns)
-            await pubsub.subscribe(*self.router.channels)
-            pending = len(self.router.patterns) + len(self.router.channels)
+            await pubsub.psubscribe(*router.patterns)
+            await pubsub.subscribe(*router.channels)
+            pending = len(router.patterns) + len(router.channels)
+            opened_at: float | None = None  # when the router's open bracket was noticed
             while True:
-                message = await pubsub.get_message(timeout=5.0)
+                wait = self.BRACKET_MAX_SECONDS if router.bracket_open else self.IDLE_PING_SECONDS
+                message = await pubsub.get_message(timeout=wait)
                 if message is None:
+                    if router.bracket_open:
+                        router.abandon_bracket()
                     await pubsub.ping()  # a dead connection raises here
-                    continue
-                kind = message["type"]
-                if kind in ("subscribe", "psubscribe"):
-                    pending -= 1
-                    if pending <= 0:  # also after any re-subscription: flush, then live
-                        self.cache.go_live()
-                        log.info("directory cache live (keyspace notifications subscribed)")
-                elif kind in ("message", "pmessage"):
-                    self.router.handle(_text(message["channel"]), message["data"])
+                else:
+                    kind = message["type"]
+                    if kind in ("subscribe", "psubscribe"):
+                        pending -= 1
+                        if pending <= 0:
+                            on_subscribed()
+                    elif kind in ("message", "pmessage"):
+                        router.handle(_text(message["channel"]), message["data"])
+                if not router.bracket_open:
+                    opened_at = None
+                elif opened_at is None:
+                    opened_at = loop.time()
+                elif loop.time() - opened_at > self.BRACKET_MAX_SECONDS:
+                    router.abandon_bracket()
+                    opened_at = None
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _until_first_failure(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coroutines`` together until the first one ends (they are meant to run until
+    they fail); stop the others and raise its exception."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(iter(done))
+    first.result()  # raises its exception
+    raise RuntimeError("a subscription ended without an error")
 
 
 def _text(value: Any) -> str:

@@ -1,5 +1,4 @@
-"""Both real services through a 3-master Redis Cluster. What they do not support yet is a
-strict ``xfail`` that says what must work (README, "Deployment")."""
+"""Both real services through a 3-master Redis Cluster (README, "Deployment")."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from functools import partial
 from pathlib import Path
 
 import grpc
-import pytest
 
 from cti import redis_keys
 from cti.redis_client import connect
@@ -53,15 +51,17 @@ def test_directory_answers_and_follows_hand_writes_on_every_node(
     db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="directory_service caches only with one keyspace-notification subscription, "
-    "and each cluster node publishes notifications only for its own keys: on a Cluster it "
-    "disables its cache and reads Redis for every lookup",
-)
 def test_directory_caches_on_a_cluster(cluster_url: str) -> None:
+    """One subscription per primary (more in tests/redis_ha/test_directory_cache_cluster.py)."""
+    db = connect(cluster_url)
+    db.hset(redis_keys.extensions("cached.example"), "1000", _extension("first"))
     with directory_service(cluster_url) as service:
-        service.wait_until_live(timeout=5)
+        service.wait_until_live(timeout=10)
+        assert _has_password(service, "cached.example", "first")
+        hits = service.cache_count("hit")
+        assert _has_password(service, "cached.example", "first")
+        assert service.cache_count("hit") == hits + 1
+    db.close()
 
 
 # -- event service ------------------------------------------------------------------------

@@ -122,10 +122,11 @@ class Cluster:
 
 
 @contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[Cluster]:
-    """``masters`` cluster-enabled servers joined by ``redis-cli --cluster create``."""
+def redis_cluster(masters: int = 3, replicas: int = 0) -> Iterator[Cluster]:
+    """``masters`` cluster-enabled servers (each with ``replicas`` replicas) joined by
+    ``redis-cli --cluster create``."""
     workdir = Path(tempfile.mkdtemp(prefix="cti-cluster-"))
-    ports = tuple(free_port() for _ in range(masters))
+    ports = tuple(free_port() for _ in range(masters * (1 + replicas)))
     try:
         with ExitStack() as stack:
             for port in ports:
@@ -151,7 +152,7 @@ def redis_cluster(masters: int = 3) -> Iterator[Cluster]:
                     "create",
                     *(f"127.0.0.1:{p}" for p in ports),
                     "--cluster-replicas",
-                    "0",
+                    str(replicas),
                     "--cluster-yes",
                 ],
                 check=True,
