@@ -110,6 +110,9 @@ class EventSettings:
     metrics_listen: str = "127.0.0.1:9102"
     # No event at all (FreeSWITCH sends HEARTBEAT every 20 s) for this long = dead socket.
     heartbeat_timeout: float = 60.0
+    # Reconcile with FreeSWITCH this often while connected (0 = only on (re)connect): the
+    # safety net for events FreeSWITCH dropped without closing the socket (slow reader).
+    reconcile_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,10 @@ def _event_settings(section: _Section, gui: _Section) -> EventSettings:
         multiple_registrations=_registration_modes(section),
         metrics_listen=_address(section, "metrics_listen", EventSettings().metrics_listen),
         heartbeat_timeout=float(section.get("heartbeat_timeout", float, 60.0)),
+        reconcile_interval=float(section.get("reconcile_interval", float, 300.0)),
     )
+    if settings.reconcile_interval < 0:
+        section._fail(section._key("reconcile_interval"), "must be 0 (off) or positive")
     if settings.lease_seconds <= 0 or settings.heartbeat_timeout <= 0:
         section._fail(section.path, "lease_seconds and heartbeat_timeout must be positive")
     section.close()

@@ -179,9 +179,14 @@ class NodeWorker(threading.Thread):
 
     def _read_loop(self, conn: EslConnection) -> None:
         last_event = time.monotonic()
+        interval = self.settings.reconcile_interval
+        next_reconcile = last_event + interval
         while not self.stop_event.is_set():
             self._send_commands(conn)
             self._renew_if_due()
+            if interval and time.monotonic() >= next_reconcile:
+                self.reconcile(conn)  # events queued meanwhile are applied after it
+                next_reconcile = time.monotonic() + interval
             headers = conn.receive(POLL_MS)
             if headers is None:
                 if time.monotonic() - last_event > self.settings.heartbeat_timeout:

@@ -227,6 +227,26 @@ def test_restart_with_new_core_uuid_reconciles(
     assert all(json.loads(v)["activity"] == [] for v in client.hvals("calls"))
 
 
+def test_periodic_reconcile_removes_what_freeswitch_dropped_silently(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    """FreeSWITCH drops a slow reader's events without closing the socket: the unregister
+    never arrives, and only the periodic reconcile (connection still up) notices."""
+    frames = fixture_frames()
+    configured = settings((node_of(fs),), reconcile_interval=0.5)
+    with worker(redis_url, node_of(fs), configured) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:2])  # 1000 and 1001 register
+        until(lambda: client.hlen("registrations") == 2, what="registrations")
+        connects = fs.connections
+        fs.set_state(
+            registrations={"internal": [{"user": "1001@127.0.0.1", "call-id": "1-3370@127.0.0.1"}]},
+            channels=[],
+        )
+        until(lambda: client.hkeys("registrations") == ["1001"], what="periodic reconcile")
+        assert fs.connections == connects  # no reconnect: the periodic reconcile did it
+
+
 def test_reconcile_adds_what_began_while_away(
     fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
 ) -> None:
