@@ -14,6 +14,8 @@ from typing import Protocol, cast
 
 import redis.asyncio
 import redis.asyncio.cluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from cti.redis_client import connect_async, connect_cluster_node_async, mode_of
 
@@ -93,10 +95,15 @@ class ClusterPrimaries:
 
     async def discover(self) -> list[redis.asyncio.Redis]:
         self._subscribed = await self.primaries()
-        return [
-            connect_cluster_node_async(self.url, host, port)
-            for host, port in sorted(self._subscribed)
-        ]
+        clients = []
+        for host, port in sorted(self._subscribed):
+            client = connect_cluster_node_async(self.url, host, port)
+            # No quiet reconnect (redis-py's default retries for seconds with backoff): a
+            # primary that dies must darken the cache at once, before its replica takes
+            # over and is written to. The listener reconnects and rediscovers instead.
+            client.set_retry(Retry(NoBackoff(), 0))
+            clients.append(client)
+        return clients
 
     async def changed(self) -> None:
         while True:

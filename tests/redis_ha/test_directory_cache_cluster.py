@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+from collections.abc import Iterator
 from functools import partial
 
+import pytest
 import redis
 
 from cti import redis_keys
@@ -148,33 +151,84 @@ def _logged(service: Service, text: str) -> bool:
     return any(text in str(record.get("message", "")) for record in service.logs())
 
 
-def test_the_cache_follows_a_failover_that_keeps_the_old_primary_running() -> None:
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[Cluster]:
+    """A 3 masters + 3 replicas cluster."""
+    with redis_cluster(masters=3, replicas=1) as cluster:
+        yield cluster
+
+
+def _every_seed(cluster: Cluster) -> str:
+    """A URL naming every node as a seed (one of them is shut down below)."""
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in cluster.ports)
+
+
+def _primary_and_replica(cluster: Cluster, key: str) -> tuple[int, int]:
+    """The primary holding ``key`` and its replica, once that replica is in sync."""
+    db = connect(_every_seed(cluster))
+    try:
+        primary = int(db.get_node_from_key(key).port)  # type: ignore[attr-defined]
+    finally:
+        db.close()
+
+    def replica_in_sync() -> int | None:
+        for port in cluster.ports:
+            info = _replication(port)
+            if (
+                info["role"] == "slave"
+                and int(info["master_port"]) == primary
+                and info["master_link_status"] == "up"
+            ):
+                return port
+        return None
+
+    poll("a replica in sync", lambda: replica_in_sync() is not None)
+    replica = replica_in_sync()
+    assert replica is not None
+    return primary, replica
+
+
+def _follows_writes_on(service: Service, node: int, domain: str, password: str) -> None:
+    client(node).hset(redis_keys.extensions(domain), "1000", _extension(password))
+    until(partial(_has_password, service, domain, "1000", password), timeout=5)
+    hits = service.cache_count("hit")
+    assert _password(service, domain) == password
+    assert service.cache_count("hit") == hits + 1  # caching again
+
+
+def test_the_cache_follows_a_failover_that_keeps_the_old_primary_running(
+    replicated: Cluster,
+) -> None:
     """``CLUSTER FAILOVER``: the old primary stays up as a replica, so no connection drops;
     the listener notices the new primaries, resubscribes and caches again."""
-    with redis_cluster(masters=3, replicas=1) as cluster:
-        key = redis_keys.extensions(DOMAINS[0])
-        db = connect(cluster.url)
-        db.hset(key, "1000", _extension("a"))
-        old = int(db.get_node_from_key(key).port)  # type: ignore[attr-defined]
-        db.close()
-        replica = next(
-            port
-            for port in cluster.ports
-            if _replication(port)["role"] == "slave"
-            and int(_replication(port)["master_port"]) == old
+    key = redis_keys.extensions(DOMAINS[0])
+    primary, replica = _primary_and_replica(replicated, key)
+    client(primary).hset(key, "1000", _extension("a"))
+    with directory_service(_every_seed(replicated)) as service:
+        service.wait_until_live(timeout=10)
+        assert _password(service, DOMAINS[0]) == "a"
+
+        client(replica).execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
+        poll("the replica promoted", lambda: _replication(replica)["role"] == "master")
+        poll("the listener to resubscribe", lambda: _logged(service, "primaries changed"))
+        service.wait_until_live(timeout=10)
+        _follows_writes_on(service, replica, DOMAINS[0], "b")
+
+
+def test_the_cache_follows_a_primary_that_dies(replicated: Cluster) -> None:
+    """Its subscription is lost: nothing cached until the replica is promoted and every
+    primary is subscribed again."""
+    key = redis_keys.extensions(DOMAINS[1])
+    primary, replica = _primary_and_replica(replicated, key)
+    client(primary).hset(key, "1000", _extension("a"))
+    with directory_service(_every_seed(replicated)) as service:
+        service.wait_until_live(timeout=10)
+        assert _password(service, DOMAINS[1]) == "a"
+
+        subprocess.run(
+            ["redis-cli", "-p", str(primary), "shutdown", "nosave"], capture_output=True, timeout=10
         )
-        poll("the replica in sync", lambda: _replication(replica)["master_link_status"] == "up")
-        with directory_service(cluster.url) as service:
-            service.wait_until_live(timeout=10)
-            assert _password(service, DOMAINS[0]) == "a"
-
-            client(replica).execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
-            poll("the replica promoted", lambda: _replication(replica)["role"] == "master")
-            poll("the listener to resubscribe", lambda: _logged(service, "primaries changed"))
-            service.wait_until_live(timeout=10)
-
-            client(replica).hset(key, "1000", _extension("b"))  # on the new primary
-            until(lambda: _password(service, DOMAINS[0]) == "b", timeout=5)
-            hits = service.cache_count("hit")
-            assert _password(service, DOMAINS[0]) == "b"
-            assert service.cache_count("hit") == hits + 1
+        poll("the subscription lost", lambda: _logged(service, "subscriber lost"))
+        poll("the replica promoted", lambda: _replication(replica)["role"] == "master")
+        service.wait_until_live(timeout=20)
+        _follows_writes_on(service, replica, DOMAINS[1], "b")
