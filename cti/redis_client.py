@@ -303,3 +303,19 @@ def connect_async(url: str, *, decode_responses: bool = False) -> redis.asyncio.
         **_server_kwargs(target, decode_responses),
     )
     return cast(redis.asyncio.Redis, cluster)
+
+
+_PUBLISH_SCRIPT = "return redis.call('PUBLISH', ARGV[1], ARGV[2])"
+
+
+def publish_in_transaction(pipe: Any, channel: str, payload: str, slot_key: str) -> None:
+    """Queue a PUBLISH inside a MULTI, so subscribers see it in commit order.
+
+    A cluster pipeline refuses PUBLISH inside a transaction (it takes the channel for a key
+    of another slot); there the same PUBLISH runs from a one-line script keyed by
+    ``slot_key``, a key of the transaction's own slot. Redis Cluster delivers it to
+    subscribers on every node."""
+    if isinstance(pipe, redis.cluster.ClusterPipeline):
+        pipe.execute_command("EVAL", _PUBLISH_SCRIPT, 1, slot_key, channel, payload)  # type: ignore[no-untyped-call]
+    else:
+        pipe.publish(channel, payload)

@@ -33,6 +33,7 @@ from redis.client import Pipeline
 
 from cti import redis_keys
 from cti.changes import ChangeKind, ChangeOp
+from cti.redis_client import publish_in_transaction
 from directory_service import errors
 from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
 from directory_service.validation import domain_name, extension_name, template_name
@@ -142,7 +143,10 @@ class DirectoryStore:
                     pipe.multi()
                     for bracket in brackets:
                         for command in bracket.redis_commands():
-                            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                            if command[0] == "PUBLISH":
+                                publish_in_transaction(pipe, command[1], command[2], watch[0])
+                            else:
+                                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
                     pipe.execute()
                     return result
                 except redis.WatchError:

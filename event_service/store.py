@@ -19,6 +19,7 @@ from redis.typing import EncodableT, FieldT
 
 from cti import redis_keys
 from cti.config import EventSettings
+from cti.redis_client import publish_in_transaction
 from event_service import calls, metrics, registrations
 from event_service.lease import Lease
 from event_service.state import (
@@ -35,7 +36,6 @@ from event_service.state import (
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 20
-_PUBLISH = "return redis.call('PUBLISH', ARGV[1], ARGV[2])"
 
 
 class LeaseLost(Exception):
@@ -79,7 +79,6 @@ class StateStore:
         self.devices_key = redis_keys.registration_devices(self.registration_hash)
         self.channels_key = redis_keys.call_channels(self.call_hash)
         self.log_stream = redis_keys.events_log(self.registration_hash)
-        self._cluster = isinstance(client, redis.cluster.RedisCluster)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -153,7 +152,7 @@ class StateStore:
             )
             finals.setdefault(target.hash, {})[change.field] = change.value
             if target.channel:
-                self._publish(pipe, target.channel, change.payload)
+                publish_in_transaction(pipe, target.channel, change.payload, self.registration_hash)
                 position += 1
             if target.list:
                 pipe.lpush(target.list, change.payload)
@@ -181,19 +180,6 @@ class StateStore:
             if deletes:
                 pipe.hdel(key, *deletes)
         return pushes
-
-    def _publish(self, pipe: redis.client.Pipeline, channel: str, payload: str) -> None:
-        """PUBLISH inside the transaction, so subscribers get changes in commit order.
-
-        A cluster pipeline refuses PUBLISH (it has no key to route by); the same PUBLISH
-        from a one-line script keyed by the registration hash is routed to our slot's node,
-        and Redis Cluster delivers it to subscribers on every node."""
-        if self._cluster:
-            pipe.execute_command(  # type: ignore[no-untyped-call]
-                "EVAL", _PUBLISH, 1, self.registration_hash, channel, payload
-            )
-        else:
-            pipe.publish(channel, payload)
 
     def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:
         for index, name, limit in pushes:
