@@ -7,7 +7,20 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/cti/v1/*.proto)
 PROTO_STAMP := cti/v1/.generated
 
-.PHONY: install proto run test lint bench clean
+.PHONY: install proto run test lint bench clean system-deps bench-deps
+
+# Debian packages, installed with apt-get when their command is missing (as root, else
+# through sudo): redis-server for tests and `make run` (each starts its own on loopback),
+# wrk and nginx for the benchmarks.
+APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
+
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { $(APT_INSTALL) redis-server redis-tools >/dev/null; }
+
+bench-deps: system-deps
+	@command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1 || \
+		{ $(APT_INSTALL) wrk nginx-light >/dev/null; }
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -29,10 +42,10 @@ $(PROTO_STAMP): $(PROTOS) $(STAMP)
 	$(if $(PROTOS),$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS))
 	touch cti/v1/__init__.py $(PROTO_STAMP)
 
-run: install
+run: install system-deps
 	$(BIN)/python -m cti.devrun
 
-test: install
+test: install system-deps
 	$(BIN)/pytest -q
 
 lint: install
@@ -40,7 +53,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cti directory_service event_service ctictl tests bench tools
 
-bench: install
+bench: install bench-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
