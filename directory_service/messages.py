@@ -110,7 +110,8 @@ def apply_mask(
 ) -> DirectoryEntry:
     """``old`` with the masked parts taken from ``new``: a whole section, one map key
     (absent from ``new`` -> removed), or ``template``. ``keep_params`` survive a whole
-    ``params`` replacement unless ``new`` sets them (the hidden secrets)."""
+    ``params`` replacement, or a mask naming them, unless ``new`` sets them (the hidden
+    secrets: removing the only one would let any password in)."""
     sections: dict[str, dict[str, str]] = {
         name: dict(getattr(old, attribute)) for name, attribute in SECTIONS.items()
     }
@@ -128,7 +129,7 @@ def apply_mask(
                 sections[top] = {**kept, **incoming}
             elif key in incoming:
                 sections[top][key] = incoming[key]
-            else:
+            elif not (top == "params" and key in keep_params):
                 sections[top].pop(key, None)
     return replace(
         old,

@@ -528,3 +528,15 @@ def test_concurrent_alias_claims_have_one_winner(api: Api) -> None:
         thread.join()
     assert sorted(results) == ["ALREADY_EXISTS"] * 5 + ["ok"]
     assert len(redis.Redis.from_url(api.redis_url).hkeys(KEY)) == 1
+
+
+def test_masking_a_secret_param_out_keeps_the_secret(api: Api, api_a1: Api) -> None:
+    """A mask naming ``params.password`` / ``params.a1-hash`` without a value must not strip
+    the extension's only secret: sofia then accepts any password (allow-empty-password
+    defaults to true)."""
+    create(api, "1001", password="pw")
+    update(api, ["params.password"], name=name("1001"))
+    assert stored(api, "1001")["param"].get("password") == "pw"
+    create(api_a1, "1002", password="pw")
+    update(api_a1, ["params.a1-hash"], name=name("1002"))
+    assert stored(api_a1, "1002")["param"].get("a1-hash") == a1_hash("1002", DOMAIN, "pw")
