@@ -154,7 +154,8 @@ def run_import(
     advance: Callable[[int], None] = lambda n: None,
 ) -> ImportResult:
     result = ImportResult()
-    for batch in _batches(list(rows), batch_size):
+    batches = list(_batches(list(rows), batch_size))
+    for number, batch in enumerate(batches):
         request = pb.BatchCreateExtensionsRequest(
             parent=f"domains/{batch[0].domain}", requests=[r.request for r in batch]
         )
@@ -163,7 +164,10 @@ def run_import(
             result.created += list(zip(batch, response.extensions, strict=True))
         except ApiFailure as failure:
             if failure.code in FATAL:
-                raise
+                # Stop, but return what was created: generated passwords are shown once.
+                for row in (row for rest in batches[number:] for row in rest):
+                    result.failed.append((row.line, row.label, failure.describe()))
+                return result
             for row in batch:  # find the bad rows; create the good ones
                 try:
                     result.created.append((row, client.call("CreateExtension", row.request)))

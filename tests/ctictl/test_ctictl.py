@@ -163,3 +163,29 @@ def test_templates_and_domains(api: Api) -> None:
     ok_json(api, "templates", "delete", "agents")
     ok_json(api, "domains", "delete", "example.com")
     assert ok_json(api, "templates", "list") == []
+
+
+def test_import_cut_short_still_reports_what_was_created(redis_url: str, tmp_path: Path) -> None:
+    """The server going away mid-import must not lose the rows already created: their
+    generated passwords are shown only once."""
+    from ctictl.client import DirectoryClient, Target
+    from ctictl.importer import run_import
+    from tests.directory.grpc_fixtures import start_api
+
+    path = tmp_path / "users.csv"
+    path.write_text("extension,domain\n" + "".join(f"{n},example.com\n" for n in range(4000, 4003)))
+    rows, _ = read_rows(path, "")
+    server, api = start_api(redis_url)
+    client = DirectoryClient(Target(address=api.address, token=TOKEN, timeout=5))
+    try:
+        result = run_import(client, rows, batch_size=1, advance=lambda n: server.stop(None).wait())
+    finally:
+        client.close()
+        api.channel.close()
+        server.stop(None).wait()
+    assert [(row.label, len(e.password)) for row, e in result.created] == [("4000@example.com", 16)]
+    assert [(where, what) for where, what, _ in result.failed] == [
+        ("line 3", "4001@example.com"),
+        ("line 4", "4002@example.com"),
+    ]
+    assert "UNAVAILABLE" in result.failed[0][2]
