@@ -216,7 +216,9 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self._fail(self._key(name), f"must be {kind.__name__}, got {value!r}")
+            # A secret's value must not reach the start-up error (it is logged).
+            got = type(value).__name__ if _is_secret(name) else repr(value)
+            self._fail(self._key(name), f"must be {kind.__name__}, got {got}")
         return value
 
     def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -239,6 +241,10 @@ class _Section:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
             self._fail(self._key(unknown[0]), "unknown setting (misspelt?)")
+
+
+def _is_secret(name: str) -> bool:
+    return "password" in name or "token" in name
 
 
 def _line_of(text: str, dotted_key: str) -> int | None:

@@ -113,3 +113,17 @@ def test_secrets_not_in_repr(tmp_path: Path) -> None:
     settings = load_settings(path, env={"CTI_API_TOKEN": "tok-123"})
     assert "hunter2" not in repr(settings)
     assert "tok-123" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"directory": {"http": {"password": 48213977}}}',
+        '{"events": {"nodes": [{"host": "127.0.0.1", "password": 48213977}]}}',
+    ],
+)
+def test_a_mistyped_password_is_not_echoed_in_the_error(tmp_path: Path, text: str) -> None:
+    """The start-up error is logged: it names the key and the problem, never the secret."""
+    with pytest.raises(ConfigError, match="password: must be str") as caught:
+        load_settings(write(tmp_path, text), env={})
+    assert "48213977" not in str(caught.value)
