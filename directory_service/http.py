@@ -67,7 +67,12 @@ class AccessPolicy:
                 address = ipaddress.ip_address(host)
             except ValueError:
                 return False
-            allowed = any(address in network for network in self.networks)
+            # On a dual-stack listener an IPv4 client is ``::ffff:a.b.c.d``.
+            mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+            allowed = any(
+                address in network or (mapped is not None and mapped in network)
+                for network in self.networks
+            )
             if len(self._allowed) > 4096:
                 self._allowed.clear()
             self._allowed[host] = allowed

@@ -31,3 +31,12 @@ def test_basic_auth() -> None:
     assert not policy.authorized(None)
     assert not policy.authorized("Basic " + base64.b64encode(b"fs:other").decode())
     assert AccessPolicy(HttpSettings()).authorized(None)
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_match_ipv4_networks() -> None:
+    """Listening on ``[::]``, an IPv4 client shows as ``::ffff:a.b.c.d``: it is that IPv4
+    address for the allow-list."""
+    policy = AccessPolicy(HttpSettings(allow=("10.0.0.0/8",)))
+    assert policy.address_allowed("[::ffff:10.1.2.3]:5000")
+    assert policy.address_allowed("::ffff:10.1.2.3:5000")
+    assert not policy.address_allowed("[::ffff:192.0.2.1]:5000")
