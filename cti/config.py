@@ -287,6 +287,9 @@ def _grpc_settings(section: _Section, service: ServiceName) -> GrpcSettings:
         tls_cert=section.get("tls_cert", str, ""),
         tls_key=section.get("tls_key", str, ""),
     )
+    if any(not token.strip() for token in grpc.tokens):
+        # An empty token would admit "authorization: Bearer" with none.
+        section._fail(section._key("tokens"), "a token must not be empty")
     if bool(grpc.tls_cert) != bool(grpc.tls_key):
         section._fail(section.path, "tls_cert and tls_key go together")
     section.close()

@@ -127,3 +127,12 @@ def test_a_mistyped_password_is_not_echoed_in_the_error(tmp_path: Path, text: st
     with pytest.raises(ConfigError, match="password: must be str") as caught:
         load_settings(write(tmp_path, text), env={})
     assert "48213977" not in str(caught.value)
+
+
+@pytest.mark.parametrize("service", ["directory", "events"])
+def test_an_empty_api_token_is_refused(tmp_path: Path, service: str) -> None:
+    """``"tokens": [""]`` (a placeholder left in) would let ``authorization: Bearer`` with
+    no token in, and pass for "tokens configured" on a public listen address."""
+    text = f'{{"{service}": {{"grpc": {{"listen": "0.0.0.0:50051", "tokens": ["a", ""]}}}}}}'
+    with pytest.raises(ConfigError, match=rf"{service}\.grpc\.tokens"):
+        load_settings(write(tmp_path, text), env={})
