@@ -193,13 +193,22 @@ class NodeWorker(threading.Thread):
                     raise EslDisconnected(f"no event for {self.settings.heartbeat_timeout}s")
                 continue
             batch = [headers]
+            closed: EslDisconnected | None = None
             while len(batch) < MAX_BATCH:
-                more = conn.receive(1)  # (0 would mean: block)
+                try:
+                    more = conn.receive(1)  # (0 would mean: block)
+                except EslDisconnected as exc:
+                    # The events read before the close are real (FreeSWITCH's last
+                    # hangups before a shutdown): apply them, then reconnect.
+                    closed = exc
+                    break
                 if more is None:
                     break
                 batch.append(more)
             last_event = time.monotonic()
             self.process(batch, conn)
+            if closed is not None:
+                raise closed
 
     def _send_commands(self, conn: EslConnection) -> None:
         while True:

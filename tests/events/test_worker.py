@@ -14,7 +14,7 @@ import redis
 from cti import redis_keys
 from cti.config import CallTarget, EslNode, EventSettings, PublishTarget
 from event_service.worker import NodeWorker
-from tests.eslserver import FakeFreeSwitch, fixture_frames
+from tests.eslserver import FakeFreeSwitch, encode_event, fixture_frames, frame_headers
 from tests.events.helpers import A_LEG, B_LEG, SEED_FIELDS, captured, settings, until
 from tests.support import RedisServer
 
@@ -396,3 +396,29 @@ def test_corrupt_frame_reconnects_and_reconciles(
         until(lambda: running.reconciles > done, what="reconcile after the corrupt frame")
     assert client.hkeys("registrations") == ["1001"]
     assert fs.connections == 2
+
+
+def test_events_read_just_before_the_socket_closes_are_applied(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    """FreeSWITCH shutting down sends its hangups and closes the socket: the events it
+    sent must not be thrown away with the connection (no reconcile can fix Redis while
+    FreeSWITCH stays down)."""
+    frames = fixture_frames()
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.send_frames(frames[:6])  # registered, call answered
+        until(lambda: '"answer"' in (client.hget("calls", "1001") or ""), what="answer")
+        hangups = [frame_headers(f) for f in frames[6:8]]
+        for headers in hangups:
+            headers["Core-UUID"] = fs.core_uuid
+        # from now on FreeSWITCH is as good as down: no reconcile can succeed
+        fs.api_replies["sofia xmlstatus"] = "-ERR shutting down\n"
+        fs.send_raw(b"".join(encode_event(h) for h in hangups))
+        fs.drop()
+        until(lambda: not running.connected.is_set(), what="disconnected")
+
+        def hung_up(key: str) -> bool:
+            return bool(json.loads(client.hget("calls", key) or "{}").get("activity") == [])
+
+        until(lambda: hung_up("1000") and hung_up("1001"), timeout=5, what="hangups applied")
