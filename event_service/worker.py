@@ -158,9 +158,6 @@ class NodeWorker(threading.Thread):
                 log.info("reachable again", extra={"node": self.address})
             self._warned.clear()
             self.connected.set()
-            if self._flush_missed:
-                self._flush_missed = False
-                self.commands.put(("xml_flush_cache", ""))
             metrics.CONNECTED.labels(self.address).set(1)
             backoff.reset()
             self._read_loop(conn)
@@ -211,12 +208,21 @@ class NodeWorker(threading.Thread):
                 raise closed
 
     def _send_commands(self, conn: EslConnection) -> None:
+        # Checked every turn, not once per connection: a flush can find us "not
+        # connected" just as the connection comes up.
+        if self._flush_missed:
+            self._flush_missed = False
+            self.commands.put(("xml_flush_cache", ""))
         while True:
             try:
                 command, argument = self.commands.get_nowait()
             except queue.Empty:
                 return
-            reply = conn.api(command, argument)
+            try:
+                reply = conn.api(command, argument)
+            except EslDisconnected:
+                self._flush_missed = True  # it may not have arrived: flush all once back
+                raise
             metrics.FLUSHES.labels(self.address).inc()
             log.info(
                 "sent to FreeSWITCH",

@@ -422,3 +422,28 @@ def test_events_read_just_before_the_socket_closes_are_applied(
             return bool(json.loads(client.hget("calls", key) or "{}").get("activity") == [])
 
         until(lambda: hung_up("1000") and hung_up("1001"), timeout=5, what="hangups applied")
+
+
+def test_a_flush_cut_off_by_a_disconnect_becomes_a_whole_cache_flush(
+    fs: FakeFreeSwitch, redis_url: str
+) -> None:
+    """The socket drops while the flush is on its way: FreeSWITCH may still cache the old
+    user (its old password), so the flush must not be forgotten."""
+    cut = threading.Event()
+
+    def drop_once(command: str) -> str:
+        if not cut.is_set():
+            cut.set()
+            fs.drop()  # no reply: the connection is gone
+        return "+OK\n"
+
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        fs.api_replies["xml_flush_cache"] = drop_once
+        running.flush("xml_flush_cache", "id 1000 127.0.0.1")
+        until(cut.is_set, what="flush sent")
+        until(
+            lambda: fs.commands.count("api xml_flush_cache") == 1,
+            timeout=5,
+            what="whole-cache flush after the reconnect",
+        )
