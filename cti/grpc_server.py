@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
+import redis.exceptions
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -221,8 +222,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Turns :class:`ApiError` raised by a servicer into a rich status; anything else
-    becomes INTERNAL (logged with its traceback, never sent to the client)."""
+    """Turns :class:`ApiError` raised by a servicer into a rich status; Redis unreachable
+    into UNAVAILABLE; anything else into INTERNAL (logged with its traceback, never sent
+    to the client)."""
 
     def __init__(self, domain: str) -> None:
         self._domain = domain
@@ -236,6 +238,13 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
             if isinstance(exc, ApiError):
                 abort(context, exc, domain)
+            if isinstance(exc, _REDIS_DOWN):
+                # Transient: clients retry UNAVAILABLE later (INTERNAL says "do not").
+                log.warning("Redis unavailable in %s: %s", method, type(exc).__name__)
+                unavailable = ApiError(
+                    grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable"
+                )
+                abort(context, unavailable, domain)
             log.exception("unexpected error in %s", method)
             abort(context, ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"), domain)
 
@@ -263,6 +272,9 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return guarded
 
         return _rewrap(handler, guard)
+
+
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _is_abort(exc: Exception) -> bool:

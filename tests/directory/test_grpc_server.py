@@ -330,3 +330,23 @@ def test_error_mapping_of_any_service(redis_url: str) -> None:
     finally:
         server.stop(None)
     assert stopping == [True]
+
+
+def test_redis_down_is_unavailable_not_internal() -> None:
+    """A Redis outage is transient: clients (ctictl import among them) must see UNAVAILABLE
+    and retry later, not INTERNAL."""
+    from tests.directory.grpc_fixtures import start_api
+    from tests.support import running_redis
+
+    with running_redis() as redis_server:
+        server, api = start_api(redis_server.url)
+        try:
+            redis_server.stop()
+            expect_error(lambda: api.call("GetExtension", GET), Code.UNAVAILABLE)
+            create = pb.CreateExtensionRequest(
+                parent="domains/a.com", extension_id="1001", extension=pb.Extension(password="p")
+            )
+            expect_error(lambda: api.call("CreateExtension", create), Code.UNAVAILABLE)
+        finally:
+            api.channel.close()
+            server.stop(None).wait()
