@@ -113,6 +113,10 @@ class FakeFreeSwitch:
 
     def stop(self) -> None:
         self._stopped.set()
+        # close() alone does not wake a thread blocked in accept(): the socket would go on
+        # listening (and serving) until the next connection. shutdown() wakes it.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self.drop()
 

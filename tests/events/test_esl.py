@@ -97,3 +97,15 @@ def test_unframed_data_is_a_corrupt_frame(
     fs.send_raw(garbage)
     with pytest.raises(EslCorruptFrame):
         conn.receive(5000)
+
+
+def test_a_stopped_fake_freeswitch_accepts_no_more_connections() -> None:
+    """``stop()`` must play "FreeSWITCH is gone": a test relying on it must not be served
+    by a listener still blocked in accept()."""
+    server = FakeFreeSwitch().start()
+    first = EslConnection(EslNode("127.0.0.1", server.port))
+    first.open()  # its accept loop is running
+    server.stop()
+    first.close()
+    with pytest.raises(EslUnavailable):
+        EslConnection(EslNode("127.0.0.1", server.port)).open()
