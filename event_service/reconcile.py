@@ -96,7 +96,9 @@ def plan_registrations(
     now_us: int,
 ) -> list[DeviceSync]:
     """Drop this node's devices FreeSWITCH no longer has; add the ones it has that we
-    missed (their value built from the table row). Devices we know stay as they are."""
+    missed (their value built from the table row). Devices we know stay as they are,
+    unless FreeSWITCH's row has another call-id: a REGISTER we missed replaced it (with
+    ``multiple-registrations`` off a new phone takes over the same registration)."""
     wanted: dict[str, dict[str, registrations.Device]] = {}
     for reg in live:
         key = reg.owner.key(rules.key_with_domain)
@@ -111,10 +113,15 @@ def plan_registrations(
         have = known.get(key, {})
         should = wanted.get(key, {})
         remove = tuple(sorted(i for i in have if i not in should))
-        add = {i: d for i, d in should.items() if i not in have}
+        add = {i: d for i, d in should.items() if i not in have or _replaced(have[i], d)}
         if remove or add:
             syncs.append(DeviceSync(key, remove, add))
     return syncs
+
+
+def _replaced(known: registrations.Device, live: registrations.Device) -> bool:
+    known_call_id = known.value.get("call-id")
+    return bool(known_call_id) and known_call_id != live.value.get("call-id")
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,18 @@ def test_plan_channels() -> None:
     plan = reconcile.plan_channels(known, live)
     assert plan.gone == [ChannelGone("ended")]
     assert sorted(plan.to_dump) == ["answered-while-away", "new"]
+
+
+def test_plan_registrations_replaces_a_device_freeswitch_replaced_while_we_were_away() -> None:
+    """multiple-registrations off: another REGISTER (new call-id) replaced the one we know;
+    we missed its event. Redis must show FreeSWITCH's row, not the old phone's contact."""
+    rules = Rules(NODE)
+    xml = eslserver._profile_reg_xml(ROWS, "sofia xmlstatus profile internal reg")
+    live = reconcile.registrations_of("internal", xml)
+    ident = registrations.device_id("false", NODE, "internal", Owner("1000", "127.0.0.1"), "", "")
+    old = {"from-user": "1000", "call-id": "old-phone@10.0.0.9", "contact": "<sip:1000@10.0.0.9>"}
+    known = {"1000": {ident: registrations.Device(NODE, 1, old)}}
+    (sync,) = reconcile.plan_registrations(known, live, rules, 42)
+    assert sync.field == "1000" and list(sync.add) == [ident]
+    assert sync.add[ident].value["call-id"] == "1-3359@127.0.0.1"
+    assert sync.add[ident].value["contact"] == '"" <sip:1000@127.0.0.1:5071;transport=UDP>'
