@@ -103,9 +103,20 @@ def registration_message(key: str, raw: bytes | str) -> events_pb2.Registration:
     message.status = headers.get("status", "")
     message.profile_name = headers.get("profile-name", "")
     message.call_id = headers.get("call-id", "")
-    expires = headers.get("expires", "")
-    message.expires = int(expires) if expires.isdigit() else 0
+    message.expires = _seconds(headers.get("expires", ""))
     return message
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _seconds(text: str) -> int:
+    """A decimal count for an int64 field, else 0 (a value out of range would make
+    protobuf raise, failing every List and Watch snapshot that contains it)."""
+    if not (text.isascii() and text.isdigit()):
+        return 0
+    value = int(text)
+    return value if value <= _INT64_MAX else 0
 
 
 _CALL_RECORD_KEYS = frozenset({"username", "current", "notify", "activity"})

@@ -89,6 +89,15 @@ def test_a_value_that_is_not_an_object_is_served_raw(raw: bytes) -> None:
     assert registration_msg.extension == "1000"
 
 
+@pytest.mark.parametrize("expires", ["99999999999999999999", "\u0661\u0662", "-5", "20s"])
+def test_an_expires_that_is_no_int64_number_is_served_as_0(expires: str) -> None:
+    """One odd value (written by hand) must not break Get, List and every Watch snapshot."""
+    raw = json.dumps({"from-user": "1000", "expires": expires})
+    message = registration_message("1000", raw)
+    assert message.expires == 0 and message.headers["expires"] == expires
+    assert message.json == raw
+
+
 @pytest.mark.parametrize("name", ["", "registrations/", "calls/1000", "1000"])
 def test_bad_names_are_invalid_arguments(name: str) -> None:
     with pytest.raises(ApiError) as error:
