@@ -48,6 +48,8 @@ START = "0-0"
 """The revision before any change (the log did not exist yet)."""
 
 _REVISION = re.compile(r"^\d{1,20}-\d{1,20}$")
+_STREAM_ID_PART_MAX = 2**64 - 1
+"""Redis stream ids are two unsigned 64-bit numbers; Redis refuses anything larger."""
 Event = events_pb2.WatchEvent
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 1 << 20
@@ -68,7 +70,10 @@ def parse_revision(text: str) -> tuple[int, int]:
     if not _REVISION.match(text):
         raise ValueError(f"{text!r} is not a revision (<milliseconds>-<sequence>)")
     ms, _, seq = text.partition("-")
-    return int(ms), int(seq)
+    revision = int(ms), int(seq)
+    if max(revision) > _STREAM_ID_PART_MAX:
+        raise ValueError(f"{text!r} is not a revision (each part at most {_STREAM_ID_PART_MAX})")
+    return revision
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,15 @@ def test_resume_from_a_trimmed_or_unknown_revision_is_out_of_range(api: EventsAp
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_resume_token_beyond_a_stream_id_is_an_invalid_argument(api: EventsApi) -> None:
+    """Redis refuses an id past 2^64-1: that is the client's error, not an outage (a
+    client told UNAVAILABLE would retry the same token forever)."""
+    api.write("registration", "1000", registration("1000"))
+    for token in ("18446744073709551616-0", "1-18446744073709551616"):
+        code, _ = _watch_error(watch(api, resume_token=token))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_a_reset_change_log_ends_the_stream_out_of_range(api: EventsApi) -> None:
     api.write("registration", "1000", registration("1000"))
     stream = watch(api)
