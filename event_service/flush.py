@@ -21,10 +21,19 @@ log = logging.getLogger(__name__)
 
 
 def flush_commands(change: DirectoryChange) -> list[tuple[str, str]]:
-    """(api command, argument) pairs for one change (pure)."""
-    if change.kind == "extension" and change.domain and change.flush_ids():
-        return [("xml_flush_cache", f"id {user} {change.domain}") for user in change.flush_ids()]
+    """(api command, argument) pairs for one change (pure).
+
+    A name with whitespace or a control character cannot be one argument (a line break
+    would even end the ``api`` command and start another on FreeSWITCH): such a change,
+    which no API write produces, flushes the whole cache instead."""
+    ids = change.flush_ids()
+    if change.kind == "extension" and _word(change.domain) and ids and all(map(_word, ids)):
+        return [("xml_flush_cache", f"id {user} {change.domain}") for user in ids]
     return [("xml_flush_cache", "")]
+
+
+def _word(text: str) -> bool:
+    return bool(text) and text.isprintable() and not any(c.isspace() for c in text)
 
 
 class ChangeFlusher(threading.Thread):

@@ -195,6 +195,47 @@ def test_directory_change_flushes_every_connected_freeswitch(
         replica.close()
 
 
+def test_a_change_naming_an_id_with_a_line_break_cannot_inject_commands(
+    two_fs: tuple[FakeFreeSwitch, FakeFreeSwitch], client: redis.Redis, redis_url: str
+) -> None:
+    """The change channel is plain Redis pub/sub: a blank line inside an id would end the
+    ``api`` command and start another (``system ...``) on FreeSWITCH. Such an id gets
+    the whole cache flushed instead."""
+    a, _ = two_fs
+    replica = Replica(redis_url, (node(a),), "r1")
+    stop = threading.Event()
+    worker = replica.workers[0]
+
+    def send(commands: Sequence[tuple[str, str]]) -> None:
+        for command, argument in commands:
+            worker.flush(command, argument)
+
+    flusher = ChangeFlusher(redis_url, send, stop)
+    flusher.start()
+    try:
+        until(worker.connected.is_set, what="connected")
+        until(flusher.subscribed.is_set, what="flusher subscribed")
+        change = {
+            "kind": "extension",
+            "op": "update",
+            "domain": "example.com",
+            "extension": "1000\n\napi system echo pwned",
+        }
+        client.publish(redis_keys.DIRECTORY_CHANGES_CHANNEL, json.dumps(change))
+        # a second change: once its flush arrived, everything sent before it has too
+        after = DirectoryChange("extension", "update", "example.com", "1001")
+        client.publish(redis_keys.DIRECTORY_CHANGES_CHANNEL, after.to_json())
+        marker = "api xml_flush_cache id 1001 example.com"
+        until(lambda: marker in a.commands, what="the second flush")
+    finally:
+        stop.set()
+        flusher.join(timeout=5)
+        replica.close()
+    flushes = [c for c in a.commands if c.startswith("api ") and c != marker]
+    flushes = [c for c in flushes if not c.startswith(("api sofia", "api show"))]
+    assert flushes == ["api xml_flush_cache"]
+
+
 def test_settings_modes_reach_the_store(redis_url: str) -> None:
     config = replace(settings(), multiple_registrations={"internal": "true"})
     from event_service.store import StateStore
