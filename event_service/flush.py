@@ -53,6 +53,7 @@ class ChangeFlusher(threading.Thread):
 
     def run(self) -> None:
         warned = False
+        lost = False
         while not self.stop_event.is_set():
             client = redis_client.connect(self.redis_url)
             try:
@@ -60,12 +61,18 @@ class ChangeFlusher(threading.Thread):
                 pubsub.subscribe(redis_keys.DIRECTORY_CHANGES_CHANNEL)
                 self.subscribed.set()
                 warned = False
+                if lost:
+                    # Pub/sub kept nothing for us while we were away: whatever changed
+                    # then is unknown, so FreeSWITCH forgets every cached user.
+                    lost = False
+                    self.send([("xml_flush_cache", "")])
                 while not self.stop_event.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None and message.get("type") == "message":
                         self._handle(message["data"])
             except redis.RedisError as exc:
                 self.subscribed.clear()
+                lost = True
                 if not warned:
                     log.warning("change subscription lost, retrying", extra={"error": str(exc)})
                     warned = True

@@ -19,6 +19,7 @@ from event_service.lease import Lease
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import captured, settings, until
+from tests.support import RedisServer
 
 
 @pytest.fixture
@@ -263,3 +264,25 @@ def test_a_change_while_freeswitch_was_away_flushes_its_whole_cache_on_return(
         stop.set()
         worker.join(timeout=10)
         connection.close()
+
+
+def test_changes_missed_while_the_subscription_was_down_flush_the_whole_cache(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """Pub/sub keeps nothing for a subscriber that is away: a directory write committed
+    while the flusher was reconnecting never reaches it, so FreeSWITCH could keep serving
+    the old user (its old password) from its cache."""
+    sent: list[tuple[str, str]] = []
+    stop = threading.Event()
+    flusher = ChangeFlusher(redis_url, sent.extend, stop)
+    flusher.start()
+    try:
+        until(flusher.subscribed.is_set, what="subscribed")
+        redis_server.stop()
+        until(lambda: not flusher.subscribed.is_set(), what="subscription lost")
+        redis_server.start()
+        until(flusher.subscribed.is_set, what="subscribed again")
+        until(lambda: ("xml_flush_cache", "") in sent, timeout=5, what="a whole-cache flush")
+    finally:
+        stop.set()
+        flusher.join(timeout=5)
