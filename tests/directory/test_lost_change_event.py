@@ -10,22 +10,9 @@ import redis
 from cti import redis_keys
 from directory_service.invalidation import NotificationRouter
 from tests.directory.service import name_values, parse_user, running_service, until
+from tests.directory.test_domain_view import Recorder
 
 KS = "__keyspace@0__:"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, ...]] = []
-
-    def invalidate_domain(self, domain: str) -> None:
-        self.calls.append(("domain", domain))
-
-    def invalidate_shared(self) -> None:
-        self.calls.append(("shared",))
-
-    def refresh_extension(self, domain: str, user_id: str) -> None:
-        self.calls.append(("refresh", domain, user_id))
 
 
 def _extension(password: str) -> str:
