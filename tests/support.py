@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("CTI_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = REPO / "tests" / "fixtures"
 XML_CURL_DIR = FIXTURES / "freeswitch" / "xml_curl"
 ESL_DIR = FIXTURES / "freeswitch" / "esl"
 SEED_DIR = FIXTURES / "seed"
