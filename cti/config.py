@@ -486,8 +486,11 @@ def _apply_env(settings: Settings, env: Mapping[str, str], service: ServiceName)
         http = replace(http, allow=allow)
 
     own_grpc = directory.grpc if service == "directory" else events.grpc
-    if "CTI_GRPC_LISTEN" in env:
-        own_grpc = replace(own_grpc, listen=checked_address("CTI_GRPC_LISTEN"))
+    # CTI_GRPC_LISTEN: a process that runs one service (a container); the per-service
+    # names win, so one environment can start both services on different ports.
+    for var in ("CTI_GRPC_LISTEN", f"CTI_{service.upper()}_GRPC_LISTEN"):
+        if var in env:
+            own_grpc = replace(own_grpc, listen=checked_address(var))
     if tokens:
         own_grpc = replace(own_grpc, tokens=tokens)
 
@@ -508,5 +511,8 @@ def _apply_env(settings: Settings, env: Mapping[str, str], service: ServiceName)
     if service == "directory":
         directory = replace(directory, http=http, grpc=own_grpc)
     else:
-        events = replace(events, grpc=own_grpc, nodes=nodes)
+        metrics_listen = events.metrics_listen
+        if "CTI_METRICS_LISTEN" in env:
+            metrics_listen = checked_address("CTI_METRICS_LISTEN")
+        events = replace(events, grpc=own_grpc, nodes=nodes, metrics_listen=metrics_listen)
     return replace(settings, redis_url=redis_url, directory=directory, events=events)

@@ -47,6 +47,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from cti.config import ConfigError, GrpcSettings, split_address
+from cti.startup import ensure_port_free
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,11 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         domain, method = self._domain, details.method
 
         def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+            if not context.is_active():
+                # The client went away (cancelled, disconnected): nothing failed here and
+                # nobody is left to answer.
+                log.info("client left %s", method, extra={"error": type(exc).__name__})
+                raise exc
             if isinstance(exc, ApiError):
                 abort(context, exc, domain)
             if isinstance(exc, _REDIS_DOWN):
@@ -335,6 +341,7 @@ def build_server(
     address that cannot be bound.
     """
     check_open_listen(settings)
+    ensure_port_free(settings.listen, "gRPC listen")
     credentials = server_credentials(settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -342,7 +349,9 @@ def build_server(
             BearerTokenInterceptor(settings.tokens, error_domain),
             ErrorMappingInterceptor(error_domain),
         ],
-        options=list(options),
+        # No SO_REUSEPORT: a second process on the same port must fail to bind, not
+        # silently receive half the connections.
+        options=[("grpc.so_reuseport", 0), *options],
     )
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

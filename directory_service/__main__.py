@@ -18,8 +18,9 @@ from granian.constants import Interfaces
 from granian.log import LogLevels
 from granian.server import MPServer
 
-from cti.config import ConfigError, Settings, load_settings, split_address
-from cti.logs import configure_logging
+from cti.config import Settings, load_settings, split_address
+from cti.logs import configure_logging, granian_log_config
+from cti.startup import ensure_port_free, refuse_to_start, report_redis
 from directory_service.grpc_api import create_grpc_server
 
 log = logging.getLogger("directory_service")
@@ -48,22 +49,19 @@ def http_server(settings: Settings) -> MPServer:
         workers=settings.directory.http.workers,
         websockets=False,
         log_level=LogLevels.warning,
+        log_dictconfig=granian_log_config("directory"),
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure_logging("directory")
-    if args.config:
-        os.environ["CTI_CONFIG"] = args.config  # the HTTP workers read the same file
-    try:
-        settings = load_settings(args.config, service="directory")
-    except ConfigError as exc:
-        print(f"directory_service: {exc}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, service="directory")
+    # granian's workers share their port among themselves (SO_REUSEPORT), so a second
+    # copy of this service would share it too: refuse while anything holds it.
+    ensure_port_free(settings.directory.http.listen, "HTTP listen")
     # Workers must not fork a process that already runs gRPC threads.
     multiprocessing.set_start_method("spawn", force=True)
     grpc_server = create_grpc_server(settings)
+    report_redis(settings.redis_url, "xml_curl lookups answer 503 and the API UNAVAILABLE")
     grpc_server.start()
     log.info(
         "directory service starting",
@@ -79,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         grpc_server.stop(GRPC_GRACE_SECONDS).wait()
         log.info("directory service stopped")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("directory")
+    if args.config:
+        os.environ["CTI_CONFIG"] = args.config  # the HTTP workers read the same file
+    return refuse_to_start("directory service", lambda: run(args))
 
 
 if __name__ == "__main__":

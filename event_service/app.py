@@ -12,8 +12,9 @@ from types import FrameType
 from typing import Any
 
 from cti import redis_client
-from cti.config import ConfigError, Settings, load_settings
+from cti.config import Settings, load_settings
 from cti.logs import configure_logging
+from cti.startup import refuse_to_start, report_redis
 from event_service import keyspace, metrics
 from event_service.flush import ChangeFlusher
 from event_service.lease import replica_id
@@ -43,10 +44,11 @@ class EventService:
                 worker.flush(command, argument)
 
     def start(self) -> None:
+        # Bind first: a taken port refuses the start before any FreeSWITCH is touched.
+        self.grpc_server = _grpc_server(self.settings)
         for worker in self.workers:
             worker.start()
         self.flusher.start()
-        self.grpc_server = _grpc_server(self.settings)
         if self.grpc_server is not None:
             self.grpc_server.start()
 
@@ -78,13 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="cti.json path (default: $CTI_CONFIG or ./cti.json)")
     args = parser.parse_args(argv)
     configure_logging("events")
-    try:
-        settings = load_settings(args.config, service="events")
-        if redis_client.mode_of(settings.redis_url) == "cluster":
-            keyspace.check_one_slot(settings.events)
-    except ConfigError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
+    return refuse_to_start("event service", lambda: run(args.config))
+
+
+def run(config: str | None) -> int:
+    settings = load_settings(config, service="events")
+    if redis_client.mode_of(settings.redis_url) == "cluster":
+        keyspace.check_one_slot(settings.events)
+    metrics.serve(settings.events.metrics_listen)
     service = EventService(settings)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -93,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    metrics.serve(settings.events.metrics_listen)
+    report_redis(settings.redis_url, "FreeSWITCH state is not recorded")
     service.start()
     log.info(
         "event service started",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from cti.config import split_address
+from cti.config import ConfigError, split_address
 
 EVENTS = Counter(
     "cti_events_received_total", "FreeSWITCH events received, by node and type", ["node", "type"]
@@ -43,4 +45,8 @@ FLUSHES = Counter("cti_events_xml_flush_total", "xml_flush_cache commands sent",
 def serve(listen: str) -> None:
     """Start the /metrics HTTP endpoint (a daemon thread of prometheus_client)."""
     host, port = split_address(listen)
-    start_http_server(port, addr=host)
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(f"metrics listen {listen}: {reason}") from None

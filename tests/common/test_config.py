@@ -103,6 +103,24 @@ def test_esl_nodes_from_environment() -> None:
     ]
 
 
+def test_per_service_listen_variables_keep_the_two_services_apart() -> None:
+    """One environment (``make run``) starts both services: each takes its own variable,
+    which wins over the one-service CTI_GRPC_LISTEN of a container."""
+    env = {
+        "CTI_GRPC_LISTEN": "127.0.0.1:9001",
+        "CTI_DIRECTORY_GRPC_LISTEN": "127.0.0.1:9101",
+        "CTI_EVENTS_GRPC_LISTEN": "127.0.0.1:9102",
+        "CTI_METRICS_LISTEN": "127.0.0.1:9103",
+    }
+    directory = load_settings(SEED_DIR / "cti.json", env=env, service="directory")
+    events = load_settings(SEED_DIR / "cti.json", env=env, service="events")
+    assert directory.directory.grpc.listen == "127.0.0.1:9101"
+    assert events.events.grpc.listen == "127.0.0.1:9102"
+    assert events.events.metrics_listen == "127.0.0.1:9103"
+    with pytest.raises(ConfigError, match="CTI_METRICS_LISTEN"):
+        load_settings(SEED_DIR / "cti.json", env={"CTI_METRICS_LISTEN": "x"}, service="events")
+
+
 def test_bad_environment_value_is_named() -> None:
     with pytest.raises(ConfigError, match="CTI_GRPC_LISTEN"):
         load_settings(SEED_DIR / "cti.json", env={"CTI_GRPC_LISTEN": "nope"})
