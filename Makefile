@@ -43,7 +43,7 @@ $(PROTO_STAMP): $(PROTOS) $(STAMP)
 	touch cti/v1/__init__.py $(PROTO_STAMP)
 
 run: install system-deps
-	$(BIN)/python -m cti.devrun
+	$(BIN)/python -m cti.devrun $(if $(CONFIG),--config $(CONFIG))
 
 test: install system-deps
 	$(BIN)/pytest -q

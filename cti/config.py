@@ -119,6 +119,9 @@ class EventSettings:
 class Settings:
     source: str
     redis_url: str = DEFAULT_REDIS_URL
+    # False when redis_url is only the default (neither the file nor REDIS_URL named one):
+    # `make run` then starts its own Redis instead of using whatever answers there.
+    redis_configured: bool = False
     directory: DirectorySettings = DirectorySettings()
     events: EventSettings = EventSettings()
 
@@ -277,7 +280,13 @@ def _from_document(document: Mapping[str, Any], source: str, text: str) -> Setti
     directory = _directory_settings(root.section("directory"))
     events = _event_settings(root.section("events"), root.section("gui"))
     root.close()
-    return Settings(source=source, redis_url=redis_url, directory=directory, events=events)
+    return Settings(
+        source=source,
+        redis_url=redis_url,
+        redis_configured="url" in document.get("redis", {}),
+        directory=directory,
+        events=events,
+    )
 
 
 def _grpc_settings(section: _Section, service: ServiceName) -> GrpcSettings:
@@ -515,4 +524,10 @@ def _apply_env(settings: Settings, env: Mapping[str, str], service: ServiceName)
         if "CTI_METRICS_LISTEN" in env:
             metrics_listen = checked_address("CTI_METRICS_LISTEN")
         events = replace(events, grpc=own_grpc, nodes=nodes, metrics_listen=metrics_listen)
-    return replace(settings, redis_url=redis_url, directory=directory, events=events)
+    return replace(
+        settings,
+        redis_url=redis_url,
+        redis_configured=settings.redis_configured or "REDIS_URL" in env,
+        directory=directory,
+        events=events,
+    )
