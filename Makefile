@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/cti/v1/*.proto)
 PROTO_STAMP := cti/v1/.generated
 
-.PHONY: install proto run test lint bench clean system-deps bench-deps
+.PHONY: install proto run test lint bench clean system-deps bench-deps build-deps demo
 
 # Debian packages, installed with apt-get when their command is missing (as root, else
 # through sudo): redis-server for tests and `make run` (each starts its own on loopback),
@@ -18,11 +18,21 @@ APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { $(APT_INSTALL) redis-server redis-tools >/dev/null; }
 
+# What building python-ESL (a C++ extension) and the venv need, from Debian when missing:
+# a C++ compiler, make, the Python headers and venv with pip.
+HAVE_PY_HEADERS = $(PYTHON) -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"
+HAVE_VENV = $(PYTHON) -c "import ensurepip, venv"
+build-deps:
+	@command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 && \
+		$(HAVE_PY_HEADERS) 2>/dev/null && $(HAVE_VENV) 2>/dev/null || \
+		{ echo "installing build tools (g++, make, python3-dev, python3-venv)"; \
+		  $(APT_INSTALL) g++ make python3-dev python3-venv >/dev/null; }
+
 bench-deps: system-deps
 	@command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1 || \
 		{ $(APT_INSTALL) wrk nginx-light >/dev/null; }
 
-install: $(STAMP) $(PROTO_STAMP)
+install: build-deps $(STAMP) $(PROTO_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +54,10 @@ $(PROTO_STAMP): $(PROTOS) $(STAMP)
 
 run: install system-deps
 	$(BIN)/python -m cti.devrun $(if $(CONFIG),--config $(CONFIG))
+
+# The services against a FreeSWITCH simulator replaying captured traffic (tools/demo.py).
+demo: install system-deps
+	$(PY) -m tools.demo
 
 test: install system-deps
 	$(BIN)/pytest -q

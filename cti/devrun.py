@@ -56,7 +56,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def _own_redis(port: int) -> tuple[subprocess.Popen[bytes], str]:
+def _own_redis(port: int, data: Path) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RunError("redis-server not found: apt-get install redis-server (or set REDIS_URL)")
@@ -64,10 +64,10 @@ def _own_redis(port: int) -> tuple[subprocess.Popen[bytes], str]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-    data = RUN_DIR / "redis"
+    data = data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
-    command += ["--notify-keyspace-events", "KEA", "--loglevel", "warning"]
+    command += ["--notify-keyspace-events", "KEA", "--logfile", str(data / "redis.log")]
     process = subprocess.Popen(
         command,
         start_new_session=True,  # Ctrl-C reaches the services; Redis is stopped after them
@@ -110,10 +110,10 @@ def _settings(config: str | None) -> tuple[Settings, Settings]:
     return directory, events
 
 
-def _summary(directory: Settings, events: Settings, redis_url: str, own: bool) -> str:
+def _summary(directory: Settings, events: Settings, redis_url: str, redis_dir: Path | None) -> str:
     http = directory.directory.http
     nodes = ", ".join(node.address for node in events.events.nodes) or "none"
-    redis_note = "started by make run, data in .run/redis" if own else "from the config"
+    redis_note = f"started by make run, data in {redis_dir}" if redis_dir else "from the config"
     ctictl = ".venv/bin/ctictl"
     if directory.directory.grpc.listen != "127.0.0.1:50051":
         ctictl += f" --address {directory.directory.grpc.listen}"
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         default=6379,
         help="port of the redis-server started when none is configured (taken: any free one)",
     )
+    parser.add_argument("--redis-dir", type=Path, default=RUN_DIR / "redis", help="its data folder")
     args = parser.parse_args(argv)
     redis_process: subprocess.Popen[bytes] | None = None
     try:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = directory.redis_url
             _check_redis(redis_url)
         else:
-            redis_process, redis_url = _own_redis(args.redis_port)
+            redis_process, redis_url = _own_redis(args.redis_port, args.redis_dir)
     except (ConfigError, RunError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         events.events.metrics_listen,
     ]
     if _wait_ready(listeners, children):
-        print(_summary(directory, events, redis_url, redis_process is not None), flush=True)
+        redis_dir = args.redis_dir if redis_process is not None else None
+        print(_summary(directory, events, redis_url, redis_dir), flush=True)
     while all(child.poll() is None for child in children):
         time.sleep(0.5)
     print("make run: a service stopped; stopping the rest", file=sys.stderr)
