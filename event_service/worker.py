@@ -100,8 +100,8 @@ class NodeWorker(threading.Thread):
                     log.info("consuming FreeSWITCH node", extra={"node": self.address})
                     self._holding = True
                 self._consume(backoff)
-            except EslUnavailable:
-                self._once("esl", f"cannot reach FreeSWITCH at {self.address}, retrying")
+            except EslUnavailable as exc:  # unreachable, or refused our password / address
+                self._once(f"esl-{type(exc).__name__}", f"{exc}, retrying")
                 self.stop_event.wait(backoff.next())
             except EslCorruptFrame as exc:
                 metrics.CORRUPT_FRAMES.labels(self.address).inc()
