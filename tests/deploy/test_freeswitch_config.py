@@ -172,7 +172,7 @@ def _guide_include(target: str) -> str:
     lines = re.findall(
         r"^ *(<X-PRE-PROCESS cmd=\"include\" data=\"[^\"]+\"/>) *$", GUIDE.read_text(), re.M
     )
-    (line,) = [line for line in lines if target in line]
+    (line,) = [str(line) for line in lines if target in line]
     return line
 
 
