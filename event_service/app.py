@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+import redis
+
 from cti import redis_client
 from cti.config import ConfigError, Settings, load_settings
 from cti.logs import configure_logging
-from event_service import keyspace, metrics
+from event_service import keyspace, status_http
 from event_service.flush import ChangeFlusher
 from event_service.lease import replica_id
 from event_service.worker import NodeWorker
@@ -41,6 +43,18 @@ class EventService:
         for worker in self.workers:
             for command, argument in commands:
                 worker.flush(command, argument)
+
+    def readiness(self) -> status_http.Readiness:
+        """Ready while Redis answers a PING; the nodes are reported, not required."""
+        try:
+            redis_ok = bool(self.client.ping())
+        except redis.RedisError:
+            redis_ok = False
+        nodes = {
+            w.address: status_http.NodeStatus(holding=w.holding, connected=w.connected.is_set())
+            for w in self.workers
+        }
+        return status_http.Readiness(redis_ok, nodes)
 
     def start(self) -> None:
         for worker in self.workers:
@@ -93,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    metrics.serve(settings.events.metrics_listen)
+    status = status_http.serve(settings.events.metrics_listen, service.readiness)
     service.start()
     log.info(
         "event service started",
@@ -105,5 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     service.stop_event.wait()
     service.stop()
+    status.shutdown()
     log.info("event service stopped")
     return 0
