@@ -91,7 +91,8 @@ def test_promtool_unit_tests_can_fail(rules_dir: Path) -> None:
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     cases = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    fired, quiet = set(), set()
+    fired: set[str] = set()
+    quiet: set[str] = set()
     for case in cases:
         for check in case.get("alert_rule_test", []):
             (fired if check["exp_alerts"] else quiet).add(check["alertname"])
