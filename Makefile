@@ -11,12 +11,15 @@ PROTO_STAMP := cti/v1/.generated
 
 # Debian packages, installed with apt-get when their command is missing (as root, else
 # through sudo): redis-server for tests and `make run` (each starts its own on loopback),
-# wrk and nginx for the benchmarks.
+# promtool (Debian package prometheus, only the tool is used: no server is started) for the
+# alert-rule tests, wrk and nginx for the benchmarks.
 APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
 
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { $(APT_INSTALL) redis-server redis-tools >/dev/null; }
+	@command -v promtool >/dev/null 2>&1 || \
+		{ $(APT_INSTALL) --no-install-recommends prometheus >/dev/null; }
 
 # What building python-ESL (a C++ extension) and the venv need, from Debian when missing:
 # a C++ compiler, make, the Python headers and venv with pip.

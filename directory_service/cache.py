@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+import redis.exceptions
+
 from directory_service import reader, render
 from directory_service.directory import DomainData, DomainView, ErrorSink, SharedData
 from directory_service.request import DirectoryRequest
@@ -68,6 +70,18 @@ class DirectoryCache:
     @property
     def caching(self) -> bool:
         return self.enabled and self.live
+
+    async def can_answer(self, timeout: float) -> bool:
+        """Readiness: a live cache answers from what it holds (and learns every change);
+        otherwise every lookup needs Redis, so Redis must answer a PING in time."""
+        if self.caching:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self.client.ping()
+        except (TimeoutError, redis.exceptions.RedisError, OSError):
+            return False
+        return True
 
     # -- lookups ---------------------------------------------------------------------
 

@@ -33,7 +33,12 @@ class Answerer(Protocol):
 
     def cached_answer(self, request: DirectoryRequest) -> bytes | None: ...
     async def answer(self, request: DirectoryRequest) -> bytes: ...
+    async def can_answer(self, timeout: float) -> bool: ...
 
+
+READY_PATH = "/ready"
+READY_TIMEOUT = 1.0
+"""Seconds a readiness PING may take (less than the probe's own timeoutSeconds)."""
 
 _XML = [("content-type", "text/xml; charset=utf-8")]
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
@@ -108,6 +113,8 @@ class DirectoryHttp:
             await self._lookup(scope, proto)
         elif scope.path == "/metrics" and scope.method == "GET":
             proto.response_bytes(200, _METRICS, self.metrics.render())
+        elif scope.path == READY_PATH and scope.method == "GET":
+            await self._ready(proto)
         else:
             proto.response_bytes(404, _TEXT, b"not found\n")
 
@@ -145,6 +152,15 @@ class DirectoryHttp:
         self.metrics.count(request.action_label, result)
         self.metrics.latency.observe(time.perf_counter() - started)
         proto.response_bytes(200, _XML, document)
+
+    async def _ready(self, proto: HTTPProtocol) -> None:
+        """Readiness probe: 200 only while a lookup can be answered (cache live, or Redis
+        answering), so FreeSWITCH's lookups go to replicas that can serve them. Liveness
+        is gRPC health on the other port: a Redis outage must not restart the pods."""
+        if await self.cache.can_answer(min(self.deadline, READY_TIMEOUT)):
+            proto.response_bytes(200, _TEXT, b"ready\n")
+        else:
+            proto.response_bytes(503, _TEXT, b"not ready: Redis unreachable, cache not live\n")
 
     def _warn_unavailable(self, exc: BaseException) -> None:
         """At most one warning per second: an outage must not flood the logs."""

@@ -31,6 +31,11 @@ class _CacheCollector(Collector):
         lookups.add_metric(["uncached"], stats.uncached)
         yield lookups
         yield GaugeMetricFamily(
+            "cti_directory_cache_enabled",
+            "1 when the cache is configured on (directory.cache)",
+            value=1.0 if self.cache.enabled else 0.0,
+        )
+        yield GaugeMetricFamily(
             "cti_directory_cache_live",
             "1 while keyspace notifications are subscribed and the cache is used",
             value=1.0 if self.cache.caching else 0.0,

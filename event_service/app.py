@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+import redis
+
 from cti import redis_client
 from cti.config import Settings, load_settings
 from cti.logs import configure_logging
 from cti.startup import refuse_to_start, report_redis
-from event_service import keyspace, metrics
+from event_service import keyspace, status_http
 from event_service.flush import ChangeFlusher
 from event_service.lease import replica_id
 from event_service.worker import NodeWorker
@@ -42,6 +44,18 @@ class EventService:
         for worker in self.workers:
             for command, argument in commands:
                 worker.flush(command, argument)
+
+    def readiness(self) -> status_http.Readiness:
+        """Ready while Redis answers a PING; the nodes are reported, not required."""
+        try:
+            redis_ok = bool(self.client.ping())
+        except redis.RedisError:
+            redis_ok = False
+        nodes = {
+            w.address: status_http.NodeStatus(holding=w.holding, connected=w.connected.is_set())
+            for w in self.workers
+        }
+        return status_http.Readiness(redis_ok, nodes)
 
     def start(self) -> None:
         # Bind first: a taken port refuses the start before any FreeSWITCH is touched.
@@ -87,8 +101,8 @@ def run(config: str | None) -> int:
     settings = load_settings(config, service="events")
     if redis_client.mode_of(settings.redis_url) == "cluster":
         keyspace.check_one_slot(settings.events)
-    metrics.serve(settings.events.metrics_listen)
     service = EventService(settings)
+    status = status_http.serve(settings.events.metrics_listen, service.readiness)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -108,5 +122,6 @@ def run(config: str | None) -> int:
     )
     service.stop_event.wait()
     service.stop()
+    status.shutdown()
     log.info("event service stopped")
     return 0

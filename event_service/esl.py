@@ -4,6 +4,7 @@ protocol; it releases the GIL while it waits, so one thread per node reads in pa
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -15,6 +16,61 @@ from cti.config import EslNode
 
 class EslUnavailable(Exception):
     """Cannot connect or authenticate (FreeSWITCH down, wrong address or password)."""
+
+
+class EslPasswordRefused(EslUnavailable):
+    """FreeSWITCH answered ``-ERR invalid`` to our ``auth``: the ESL password differs."""
+
+
+class EslAddressRefused(EslUnavailable):
+    """FreeSWITCH's apply-inbound-acl refused our address before asking for a password."""
+
+
+HANDSHAKE_TIMEOUT = 5.0
+
+
+def refusal(
+    address: str, greeting: Mapping[str, str], reply: Mapping[str, str] | None
+) -> EslUnavailable:
+    """Pure: what a failed handshake means, from FreeSWITCH's first frame and its answer
+    to ``auth`` (``None`` when it was not asked)."""
+    if greeting.get("Content-Type") == "text/rude-rejection":
+        return EslAddressRefused(
+            f"FreeSWITCH at {address} refused this client's address (apply-inbound-acl)"
+        )
+    if reply is not None and reply.get("Reply-Text", "").startswith("-ERR"):
+        return EslPasswordRefused(f"FreeSWITCH at {address} refused the ESL password")
+    return EslUnavailable(f"cannot reach FreeSWITCH at {address}")
+
+
+def diagnose(node: EslNode, timeout: float = HANDSHAKE_TIMEOUT) -> EslUnavailable:
+    """Why python-ESL could not open ``node``: libesl keeps the reason to itself, so the
+    handshake is replayed over a plain socket (only after a failure, once per attempt)."""
+    reply: dict[str, str] | None = None
+    greeting: dict[str, str] = {}
+    try:
+        with socket.create_connection((node.host, node.port), timeout=timeout) as sock:
+            reader = sock.makefile("rb")
+            greeting = _read_headers(reader)
+            if greeting.get("Content-Type") == "auth/request" and node.password.isprintable():
+                sock.sendall(f"auth {node.password}\n\n".encode())
+                reply = _read_headers(reader)
+                sock.sendall(b"exit\n\n")
+    except (OSError, UnicodeDecodeError):
+        pass  # unreachable, or cut mid-way: what was read so far decides
+    return refusal(node.address, greeting, reply)
+
+
+def _read_headers(reader: Any) -> dict[str, str]:
+    """One frame's headers (its body, if any, is left unread)."""
+    headers: dict[str, str] = {}
+    for _ in range(64):
+        line = reader.readline(4096).decode()
+        if line in ("", "\n"):
+            break
+        name, _, value = line.rstrip("\n").partition(":")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 class EslDisconnected(Exception):
@@ -83,7 +139,7 @@ class EslConnection:
     def open(self) -> None:
         conn = ESL.ESLconnection(self.node.host, str(self.node.port), self.node.password)
         if not conn.connected():
-            raise EslUnavailable(f"cannot connect/authenticate to {self.node.address}")
+            raise diagnose(self.node)
         self._conn = conn
 
     def subscribe(self, events: str) -> None:

@@ -27,6 +27,7 @@ from cti import redis_client
 from cti.config import Settings
 from cti.grpc_server import ApiError, build_server, invalid_argument
 from cti.v1 import events_pb2, events_pb2_grpc
+from event_service import metrics
 from event_service.state_reader import StateReader
 from event_service.state_views import (
     Kind,
@@ -74,6 +75,7 @@ _WATCH_KINDS: dict[int, Kind] = {
 
 def _unavailable(exc: redis.RedisError) -> ApiError:
     log.warning("Redis unavailable: %s", type(exc).__name__)
+    metrics.REDIS_ERRORS.labels("api").inc()
     return ApiError(grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable")
 
 
@@ -189,6 +191,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
         except redis.RedisError as exc:
             raise _unavailable(exc) from None
         except LogGap as gap:
+            metrics.WATCH_GAPS.inc()
             raise ApiError(
                 grpc.StatusCode.OUT_OF_RANGE,
                 "CHANGES_UNAVAILABLE",

@@ -1,12 +1,9 @@
-"""Prometheus metrics of the event service (served on ``events.metrics_listen``)."""
+"""Prometheus metrics of the event service (served on ``events.metrics_listen`` by
+:mod:`event_service.status_http`)."""
 
 from __future__ import annotations
 
-import errno
-
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-from cti.config import ConfigError, split_address
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "cti_events_received_total", "FreeSWITCH events received, by node and type", ["node", "type"]
@@ -40,13 +37,27 @@ CORRUPT_FRAMES = Counter(
     ["node"],
 )
 FLUSHES = Counter("cti_events_xml_flush_total", "xml_flush_cache commands sent", ["node"])
+LEASE_HELD = Gauge(
+    "cti_events_lease_held", "1 while this replica holds the node's lease (consumes it)", ["node"]
+)
+LEASE_ACQUIRED = Counter(
+    "cti_events_lease_acquired_total", "Times this replica took a node's lease over", ["node"]
+)
+REDIS_ERRORS = Counter(
+    "cti_events_redis_errors_total",
+    "Redis errors: 'worker' (FreeSWITCH state writes) or 'api' (gRPC reads and Watch)",
+    ["part"],
+)
+WATCH_GAPS = Counter(
+    "cti_events_watch_gaps_total",
+    "Watch resumes refused: the changes after the client's revision were trimmed",
+)
 
 
-def serve(listen: str) -> None:
-    """Start the /metrics HTTP endpoint (a daemon thread of prometheus_client)."""
-    host, port = split_address(listen)
-    try:
-        start_http_server(port, addr=host)
-    except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ConfigError(f"metrics listen {listen}: {reason}") from None
+def declare_node(node: str) -> None:
+    """Every configured node's series exist (at 0) from start, not after a first connect:
+    an alert on ``cti_events_connected == 0`` must see a node that never connected."""
+    CONNECTED.labels(node).set(0)
+    LEASE_HELD.labels(node).set(0)
+    LEASE_ACQUIRED.labels(node)
+    RECONNECTS.labels(node)

@@ -85,6 +85,19 @@ class NodeWorker(threading.Thread):
         self._flush_missed = False
         self._holding = False
         self._next_renew = 0.0
+        metrics.declare_node(self.address)
+
+    @property
+    def holding(self) -> bool:
+        """This replica holds the node's lease (it consumes the node, or tries to)."""
+        return self._holding
+
+    def _hold(self, holding: bool) -> None:
+        if holding and not self._holding:
+            log.info("consuming FreeSWITCH node", extra={"node": self.address})
+            metrics.LEASE_ACQUIRED.labels(self.address).inc()
+        self._holding = holding
+        metrics.LEASE_HELD.labels(self.address).set(1 if holding else 0)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -93,15 +106,13 @@ class NodeWorker(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 if not self.lease.acquire():
-                    self._holding = False
+                    self._hold(False)
                     self.stop_event.wait(self.lease.renew_interval)
                     continue
-                if not self._holding:
-                    log.info("consuming FreeSWITCH node", extra={"node": self.address})
-                    self._holding = True
+                self._hold(True)
                 self._consume(backoff)
-            except EslUnavailable:
-                self._once("esl", f"cannot reach FreeSWITCH at {self.address}, retrying")
+            except EslUnavailable as exc:  # unreachable, or refused our password / address
+                self._once(f"esl-{type(exc).__name__}", f"{exc}, retrying")
                 self.stop_event.wait(backoff.next())
             except EslCorruptFrame as exc:
                 metrics.CORRUPT_FRAMES.labels(self.address).inc()
@@ -119,8 +130,9 @@ class NodeWorker(threading.Thread):
                 self.stop_event.wait(backoff.next())
             except LeaseLost:
                 log.warning("lease taken over by another replica", extra={"node": self.address})
-                self._holding = False
+                self._hold(False)
             except redis.RedisError as exc:
+                metrics.REDIS_ERRORS.labels("worker").inc()
                 self._once("redis", f"cannot reach Redis ({exc.__class__.__name__}), retrying")
                 self.stop_event.wait(backoff.next())
             except Exception:
@@ -128,6 +140,7 @@ class NodeWorker(threading.Thread):
                 self.stop_event.wait(backoff.next())
         with contextlib.suppress(redis.RedisError):
             self.lease.release()
+        self._hold(False)
 
     def _once(self, outage: str, message: str) -> None:
         """Log an outage when it starts, not at every retry (cleared once connected)."""

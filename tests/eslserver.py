@@ -1,12 +1,14 @@
 """A fake FreeSWITCH event socket (mod_event_socket's inbound protocol) on loopback TCP.
 
 Speaks what a real one does: ``Content-Type: auth/request`` on connect, ``auth <pw>`` ->
-``command/reply`` ``+OK accepted`` (or ``-ERR invalid`` and close), ``event plain <names>``
--> ``+OK event listener enabled plain``, ``api <cmd>`` -> ``api/response`` with a
-``Content-Length`` body, events as ``text/event-plain`` frames whose ``Content-Length``
-counts BYTES. Tests script it: :meth:`send_event` / :meth:`send_raw` to subscribed clients,
-:attr:`api_replies` (command prefix -> body or callable), :meth:`drop` (cut every client),
-:attr:`core_uuid` (stamped on events it builds; change it to play a restart).
+``command/reply`` ``+OK accepted`` (or ``-ERR invalid`` and close; with ``acl_denied`` a
+``text/rude-rejection`` instead of the auth request, as apply-inbound-acl does),
+``event plain <names>`` -> ``+OK event listener enabled plain``, ``api <cmd>`` ->
+``api/response`` with a ``Content-Length`` body, events as ``text/event-plain`` frames
+whose ``Content-Length`` counts BYTES. Tests script it: :meth:`send_event` /
+:meth:`send_raw` to subscribed clients, :attr:`api_replies` (command prefix -> body or
+callable), :meth:`drop` (cut every client), :attr:`core_uuid` (stamped on events it
+builds; change it to play a restart).
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ class _Client:
 
 
 class FakeFreeSwitch:
-    def __init__(self, password: str = "ClueCon") -> None:
+    def __init__(self, password: str = "ClueCon", acl_denied: bool = False) -> None:
         self.password = password
+        self.acl_denied = acl_denied
         self.core_uuid = str(uuid.uuid4())
         self.api_replies: dict[str, ApiReply] = {}
         self.commands: list[str] = []
@@ -177,6 +180,13 @@ class FakeFreeSwitch:
 
     def _serve(self, client: _Client) -> None:
         try:
+            if self.acl_denied:  # mod_event_socket's words, before any password is asked
+                message = b"Access Denied, go away.\n"
+                client.send(
+                    b"Content-Type: text/rude-rejection\nContent-Length: %d\n\n" % len(message)
+                    + message
+                )
+                return
             client.send(b"Content-Type: auth/request\n\n")
             reader = client.sock.makefile("rb")
             authed = False

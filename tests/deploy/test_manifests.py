@@ -15,6 +15,9 @@ import kubernetes_validate
 import pytest
 
 from cti.config import ServiceName, load_settings, parse_settings, split_address
+from cti.redis_client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from directory_service import http as directory_http
+from event_service import status_http
 from tests.deploy.manifests import (
     K8S,
     OVERLAYS,
@@ -34,6 +37,14 @@ KUBERNETES_VERSION = "1.30.0"  # the oldest we support: native gRPC probes, preS
 SERVICE_OF_MODULE: dict[str, ServiceName] = {
     "directory_service": "directory",
     "event_service": "events",
+}
+READY_PATHS = {
+    "directory_service": directory_http.READY_PATH,
+    "event_service": status_http.READY_PATH,
+}
+READY_SECONDS = {  # the longest a readiness check may take before it answers
+    "directory_service": directory_http.READY_TIMEOUT,
+    "event_service": CONNECT_TIMEOUT + SOCKET_TIMEOUT,
 }
 CODE_DIRS = ("cti", "directory_service", "event_service")
 PYTHON_ENV = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
@@ -71,7 +82,7 @@ def test_directory_scales_and_events_pair_up(rendered: Rendered) -> None:
     directory = rendered.one("Deployment", "cti-directory")
     events = rendered.one("Deployment", "cti-events")
     hpa = rendered.one("HorizontalPodAutoscaler", "cti-directory")
-    assert directory["spec"]["replicas"] >= 2
+    assert "replicas" not in directory["spec"]  # the HPA owns the count
     assert hpa["spec"]["minReplicas"] >= 2
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -165,12 +176,14 @@ def test_probes_use_grpc_health_on_the_grpc_port(rendered: Rendered) -> None:
         for kind, probe in found.items():
             if "grpc" in probe:
                 assert probe["grpc"]["port"] == ports["grpc"], kind
-            else:  # the directory is ready when FreeSWITCH's port answers
+            else:  # readiness: the HTTP endpoint that checks Redis / the cache
                 assert kind == "readinessProbe"
-                assert probe["httpGet"] == {"path": "/metrics", "port": "http"}
+                port = probe["httpGet"]["port"]
+                module = _module(container)
+                assert probe["httpGet"]["path"] == READY_PATHS[module]
+                assert port in ports, (deployment["metadata"]["name"], port)
+                assert probe["timeoutSeconds"] > READY_SECONDS[module]
         assert "grpc" in found["livenessProbe"] and "grpc" in found["startupProbe"]
-    served = (REPO / "directory_service" / "http.py").read_text()
-    assert '"/metrics"' in served
 
 
 def test_env_vars_are_ones_the_code_reads(rendered: Rendered) -> None:
@@ -222,7 +235,10 @@ def test_services_and_policies_point_at_real_ports(rendered: Rendered) -> None:
 
 def test_xml_curl_port_admits_only_freeswitch_and_monitoring(rendered: Rendered) -> None:
     policy = rendered.one("NetworkPolicy", "cti-directory-ingress")
-    http = rendered.one("Service", "cti-directory")["spec"]["ports"][0]
+    (service,) = [
+        s for s in rendered.of_kind("Service") if s["metadata"]["name"] == "cti-directory"
+    ]
+    http = service["spec"]["ports"][0]
     assert http["name"] == "http"
     sources = [
         peer
@@ -288,3 +304,24 @@ def test_dev_redis_has_keyspace_notifications_for_the_directory_cache() -> None:
     url = env_for_code(directory)["REDIS_URL"]
     service = dev.one("Service", "cti-redis")
     assert url == f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+
+
+def test_no_replicas_field_where_an_hpa_owns_the_count(rendered: Rendered) -> None:
+    for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
+        target = rendered.one("Deployment", hpa["spec"]["scaleTargetRef"]["name"])
+        assert "replicas" not in target["spec"], target["metadata"]["name"]
+
+
+def test_headless_services_list_the_grpc_pods_for_client_side_balancing(
+    rendered: Rendered,
+) -> None:
+    guide = (K8S / "README.md").read_text()
+    for name in ("cti-directory", "cti-events"):
+        service = rendered.one("Service", f"{name}-headless")
+        regular = next(s for s in rendered.of_kind("Service") if s["metadata"]["name"] == name)
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["selector"] == regular["spec"]["selector"]
+        (port,) = service["spec"]["ports"]
+        assert port["name"] == "grpc"
+        assert f"dns:///{name}-headless." in guide
+    assert "round_robin" in guide

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from cti import redis_keys
 from cti.changes import DirectoryChange
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import until
-from tests.support import REPO, free_port, wait_for_port
+from tests.support import REPO, RedisServer, free_port, wait_for_port
 
 
 def test_service_runs_from_env_and_stops_on_sigterm(redis_url: str, tmp_path: Path) -> None:
@@ -87,3 +88,73 @@ def test_bad_configuration_exits_2_with_the_reason(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"events.multiple_registrations.internal: must be one of" in result.stderr
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_ready_follows_redis_and_every_node_has_its_gauge_from_start(tmp_path: Path) -> None:
+    """Against a stopped Redis: not ready, yet every configured node's gauges exist (0).
+    Once Redis answers: ready, with the nodes reported (one up, one never reachable)."""
+    server = RedisServer()  # not started: nothing listens on its port yet
+    fs = FakeFreeSwitch().start()
+    dead = FakeFreeSwitch()
+    dead.stop()
+    metrics_port, grpc_port = free_port(), free_port()
+    config = tmp_path / "cti.json"
+    config.write_text(
+        json.dumps({"events": {"metrics_listen": f"127.0.0.1:{metrics_port}", "lease_seconds": 2}})
+    )
+    env = dict(
+        os.environ,
+        REDIS_URL=server.url,
+        CTI_ESL_NODES=f"{fs.address},{dead.address}",
+        CTI_GRPC_LISTEN=f"127.0.0.1:{grpc_port}",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "event_service", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(metrics_port, timeout=30)
+        status, body = _get(metrics_port, "/ready")
+        assert status == 503
+        assert json.loads(body)["redis"] is False
+        _, text = _get(metrics_port, "/metrics")
+        for node in (fs.address, dead.address):
+            assert f'cti_events_connected{{node="{node}"}} 0.0' in text
+            assert f'cti_events_lease_held{{node="{node}"}} 0.0' in text
+        server.start()
+        until(lambda: _get(metrics_port, "/ready")[0] == 200, what="ready", timeout=30)
+        until(
+            lambda: json.loads(_get(metrics_port, "/ready")[1])["nodes"][fs.address]["connected"],
+            what="node reported connected",
+            timeout=30,
+        )
+        status, body = _get(metrics_port, "/ready")
+        nodes = json.loads(body)["nodes"]
+        assert status == 200  # a node that cannot be reached is reported, not required
+        assert nodes[dead.address]["connected"] is False
+        assert nodes[dead.address]["holding"] is True  # this replica owns it, and retries
+        _, text = _get(metrics_port, "/metrics")
+        assert f'cti_events_connected{{node="{fs.address}"}} 1.0' in text
+        assert f'cti_events_connected{{node="{dead.address}"}} 0.0' in text
+        server.stop()
+        until(lambda: _get(metrics_port, "/ready")[0] == 503, what="not ready", timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        fs.stop()
+        server.stop()

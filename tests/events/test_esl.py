@@ -7,7 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from cti.config import EslNode
-from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
+from event_service.esl import (
+    EslAddressRefused,
+    EslConnection,
+    EslCorruptFrame,
+    EslDisconnected,
+    EslPasswordRefused,
+    EslUnavailable,
+)
 from event_service.events import SUBSCRIPTION
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import captured
@@ -82,6 +89,33 @@ def test_wrong_password_and_nobody_listening_are_unavailable(fs: FakeFreeSwitch)
     dead.stop()
     with pytest.raises(EslUnavailable):
         EslConnection(EslNode("127.0.0.1", dead.port)).open()
+
+
+def test_a_refused_password_is_named_as_such(fs: FakeFreeSwitch) -> None:
+    with pytest.raises(EslPasswordRefused) as refused:
+        EslConnection(EslNode("127.0.0.1", fs.port, "wrong")).open()
+    assert str(refused.value) == f"FreeSWITCH at 127.0.0.1:{fs.port} refused the ESL password"
+    assert fs.commands.count("auth wrong") == 2  # python-ESL's attempt, then the diagnosis
+
+
+def test_an_acl_refusal_is_named_as_such() -> None:
+    server = FakeFreeSwitch(acl_denied=True).start()
+    try:
+        with pytest.raises(EslAddressRefused) as refused:
+            EslConnection(EslNode("127.0.0.1", server.port)).open()
+    finally:
+        server.stop()
+    assert "refused this client's address (apply-inbound-acl)" in str(refused.value)
+    assert server.commands == []  # the password was never sent
+
+
+def test_nobody_listening_is_not_called_a_refusal() -> None:
+    dead = FakeFreeSwitch()
+    dead.stop()
+    with pytest.raises(EslUnavailable) as failed:
+        EslConnection(EslNode("127.0.0.1", dead.port)).open()
+    assert type(failed.value) is EslUnavailable
+    assert str(failed.value) == f"cannot reach FreeSWITCH at 127.0.0.1:{dead.port}"
 
 
 @pytest.mark.parametrize(

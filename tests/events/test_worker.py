@@ -298,14 +298,19 @@ def test_unreachable_freeswitch_is_logged_once(
     assert warnings[0].getMessage() == f"cannot reach FreeSWITCH at 127.0.0.1:{port}, retrying"
 
 
-def test_wrong_password_is_unreachable_not_a_crash(
-    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+def test_wrong_password_is_named_once_and_not_a_crash(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     node = replace(node_of(fs), password="wrong")
+    expected = f"FreeSWITCH at {fs.address} refused the ESL password, retrying"
     with worker(redis_url, node, settings((node,))) as running:
-        until(lambda: any(c == "auth wrong" for c in fs.commands), what="auth attempt")
+        until(lambda: any(r.getMessage() == expected for r in caplog.records), what="warning")
+        until(lambda: fs.commands.count("auth wrong") >= 4, what="retries")
         assert not running.connected.is_set()
         assert running.is_alive()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count(expected) == 1
+    assert not any("cannot reach FreeSWITCH" in m for m in messages)
 
 
 def test_redis_restarting_empty_is_rebuilt_from_freeswitch(
