@@ -236,12 +236,15 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         domain, method = self._domain, details.method
 
+        def client_left(context: grpc.ServicerContext, exc: Exception) -> bool:
+            """The client went away (cancelled, disconnected): nothing failed here and
+            nobody is left to answer, so no error to log."""
+            if context.is_active():
+                return False
+            log.info("client left %s", method, extra={"error": type(exc).__name__})
+            return True
+
         def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
-            if not context.is_active():
-                # The client went away (cancelled, disconnected): nothing failed here and
-                # nobody is left to answer.
-                log.info("client left %s", method, extra={"error": type(exc).__name__})
-                raise exc
             if isinstance(exc, ApiError):
                 abort(context, exc, domain)
             if isinstance(exc, _REDIS_DOWN):
@@ -261,7 +264,9 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     try:
                         yield from behaviour(request, context)
                     except Exception as exc:
-                        if context.code() is not None or _is_abort(exc):
+                        if client_left(context, exc) or context.code() is not None:
+                            raise
+                        if _is_abort(exc):
                             raise
                         fail(context, exc)
 
@@ -271,7 +276,9 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 try:
                     return behaviour(request, context)
                 except Exception as exc:
-                    if context.code() is not None or _is_abort(exc):
+                    if client_left(context, exc) or context.code() is not None:
+                        raise
+                    if _is_abort(exc):
                         raise
                     fail(context, exc)
 

@@ -10,15 +10,12 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.directory.service import running_service, until
 from tests.support import REPO, RedisServer, free_port, xml_curl_fixture
@@ -131,21 +128,29 @@ def test_every_line_is_json_with_utc_time_and_redis_down_is_said_at_start() -> N
     assert any(m.startswith(f"Redis at {dead_redis} is unreachable") for m in warnings)
 
 
+LEAVING_CLIENT = """
+import os, sys, time, grpc
+from grpc_reflection.v1alpha import reflection_pb2 as pb, reflection_pb2_grpc as rpc
+def requests():
+    yield pb.ServerReflectionRequest(list_services="")
+    time.sleep(60)
+replies = rpc.ServerReflectionStub(grpc.insecure_channel(sys.argv[1])).ServerReflectionInfo(
+    requests()
+)
+print(next(replies).list_services_response.service[0].name, flush=True)
+os._exit(0)  # gone mid-stream, as a killed UI or a closed laptop
+"""
+
+
 def test_a_client_that_leaves_a_stream_is_not_an_error(redis_server: RedisServer) -> None:
     """A reflection client (a UI, grpcurl) that disconnects mid-stream logs no ERROR."""
     with running_service(redis_server.url) as svc:
-        channel = grpc.insecure_channel(f"127.0.0.1:{svc.grpc_port}")
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        left = threading.Event()
-
-        def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
-            yield reflection_pb2.ServerReflectionRequest(list_services="")
-            left.wait(30)  # keep the request stream open until the client has gone
-
-        replies = stub.ServerReflectionInfo(requests())
-        assert next(replies).list_services_response.service
-        replies.cancel()  # the client gives up, as a UI closing its window does
-        left.set()
-        channel.close()
+        gone = subprocess.run(
+            [sys.executable, "-c", LEAVING_CLIENT, f"127.0.0.1:{svc.grpc_port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert gone.stdout.startswith("cti.v1.DirectoryService"), gone.stderr
         until(lambda: any(r["message"].startswith("client left") for r in svc.logs()), 30)
     assert not [r for r in svc.logs() if r["level"] in ("ERROR", "CRITICAL")]
