@@ -1,7 +1,9 @@
 """Bulk delete: which listed extensions a selection matches (pure), and deleting them with
 a few calls in flight, each conditional on the etag it was listed with (an extension
 changed since is reported, not deleted). Failures no other call can avoid stop the run;
-what was not attempted is reported as such."""
+what was not attempted is reported as such. A delete cut off by the server going away
+(UNAVAILABLE, CANCELLED) may or may not have happened: running the same bulk delete again
+lists what is left."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from ctictl.client import ApiFailure, DirectoryClient
 from ctictl.importer import FATAL
 
 IN_FLIGHT = 16
+STOP = FATAL | {"CANCELLED"}
+"""Failures after which no further delete is sent (CANCELLED: the server went away)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def delete_extensions(
                 result.gone.append(name)
             else:
                 result.failed.append((name, failure.describe()))
-                stopped = stopped or failure.code in FATAL
+                stopped = stopped or failure.code in STOP
         advance(1)
 
     while queue and not stopped:
