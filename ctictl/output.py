@@ -209,7 +209,8 @@ class Output:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=self.errors, transient=True) as bar:
+        quiet = not self.errors.is_terminal  # nothing (not even a blank line) into a pipe
+        with Progress(*columns, console=self.errors, transient=True, disable=quiet) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
 
