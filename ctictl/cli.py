@@ -4,23 +4,27 @@
 
 Groups: ``extensions`` (``ext``), ``templates``, ``domains``. Extensions are named
 ``ID@DOMAIN`` (or by their resource name). Human tables by default, ``--json`` for
-scripts; exit status 0 on success, 1 when the server refused something (or an import had
-failures), 2 for a usage error.
+scripts. Exit status: 0 success; 1 the server refused something, could not be reached or
+is not a directory service, or a bulk command (import, bulk-delete) had failures; 2 a
+usage error (nothing was changed). The full reference is docs/ctictl.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf import field_mask_pb2
 
 from cti.v1 import directory_pb2 as pb
-from ctictl import importer
-from ctictl.client import ApiFailure, DirectoryClient, Target
+from ctictl import export, importer
+from ctictl.bulk import IdRange, Selection, delete_extensions
+from ctictl.client import DEFAULT_CONNECT_TIMEOUT, ApiFailure, DirectoryClient, Target
 from ctictl.output import Output
 
 Handler = Callable[[DirectoryClient, argparse.Namespace, Output], int]
@@ -105,16 +109,8 @@ def ext_list(client: DirectoryClient, args: argparse.Namespace, out: Output) -> 
         id_prefix=args.prefix or "",
     )
     found = _page_all(client, "ListExtensions", request, "extensions", args.limit)
-    out.extensions(sorted(found, key=lambda e: _natural(e.name)))
+    out.extensions(sorted(found, key=lambda e: export.natural_key(e.name)))
     return 0
-
-
-def _natural(name: str) -> tuple[str, int, str]:
-    """Sort key: by domain, numeric ids by value (the API lists in Redis scan order)."""
-    _, domain, _, extension_id = [*name.split("/"), "", "", ""][:4]
-    if extension_id.isdigit():
-        return (domain, int(extension_id), "")
-    return (domain, 1 << 62, extension_id)
 
 
 def ext_get(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
@@ -190,6 +186,84 @@ def ext_batch(client: DirectoryClient, args: argparse.Namespace, out: Output) ->
     )
     out.created(client.call("BatchCreateExtensions", request).extensions)
     return 0
+
+
+def _list_extensions(
+    client: DirectoryClient, domain: str | None, template: str | None, prefix: str
+) -> list[Any]:
+    request = pb.ListExtensionsRequest(
+        parent=f"domains/{domain or '-'}",
+        page_size=1000,
+        template=template or "",
+        id_prefix=prefix,
+    )
+    return _page_all(client, "ListExtensions", request, "extensions", 0)
+
+
+def ext_export(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+    output = Path(args.output) if args.output and args.output != "-" else None
+    kind = args.format or ("csv" if output and output.suffix.lower() == ".csv" else "json")
+    found = _list_extensions(client, args.domain, args.template, args.prefix or "")
+    items = export.records(found)
+    try:
+        text = export.to_csv(items) if kind == "csv" else export.to_json(items)
+    except export.ExportError as exc:
+        out.failure(ApiFailure("FAILED_PRECONDITION", str(exc), "NOT_REPRESENTABLE"))
+        return 1
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        _write_whole(output, text)
+    except OSError as exc:
+        out.usage_error(f"{output}: {exc.strerror or exc}")
+        return 2
+    out.export_summary(len(items), str(output))
+    return 0
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` all or nothing (a temporary file renamed over it)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def ext_bulk_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+    try:
+        id_range = IdRange.parse(args.range) if args.range else None
+    except ValueError as exc:
+        out.usage_error(str(exc))
+        return 2
+    if not (id_range or args.template or args.prefix or args.all):
+        out.usage_error("say what to delete: --range, --template, --prefix or --all")
+        return 2
+    if args.all and not args.domain:
+        out.usage_error("--all deletes every extension of one domain: give --domain")
+        return 2
+    selection = Selection(id_range, args.prefix or "")
+    found = _list_extensions(client, args.domain, args.template, selection.server_prefix())
+    chosen = sorted(
+        (e for e in found if selection.matches(e)), key=lambda e: export.natural_key(e.name)
+    )
+    if args.dry_run:
+        out.delete_plan([e.name for e in chosen])
+        return 0
+    if not args.yes:
+        out.usage_error(
+            f"this would delete {len(chosen)} extension(s); add --yes to delete them "
+            "(or --dry-run to list them)"
+        )
+        return 2
+    with out.progress("deleting", len(chosen)) as advance:
+        result = delete_extensions(client, chosen, advance)
+    out.delete_summary(result)
+    return 1 if result.failed or result.not_attempted else 0
 
 
 def ext_import(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
@@ -307,8 +381,21 @@ def dom_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -
 # Parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors follow ``--json`` (one JSON error on stderr, exit 2)."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors:
+            super().error(message)
+        Output(json_mode=True).usage_error(f"{self.prog}: {message}")
+        sys.exit(2)
+
+
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    Parser.json_errors = json_errors
+    parser = Parser(
         prog="ctictl",
         description="Provision FreeSWITCH extensions, templates and domains through the "
         "directory gRPC API.",
@@ -319,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls", action="store_true", help="use TLS (system CA roots)")
     parser.add_argument("--ca-file", help="PEM CA bundle for TLS (implies --tls)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help="seconds to reach the server and check it is a directory service",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
 
@@ -367,6 +460,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--format", choices=["csv", "json"], help="default: by file extension")
     sub.add_argument("--batch-size", type=int, default=500)
     sub.set_defaults(handler=ext_import)
+    sub = commands.add_parser(
+        "export", help="write extensions as a CSV or JSON file that import reads back"
+    )
+    sub.add_argument("--domain", help="one domain (default: all)")
+    sub.add_argument("--template", help="only extensions using this template")
+    sub.add_argument("--prefix", help="only ids starting with this")
+    sub.add_argument("--format", choices=["csv", "json"], help="default: by --output, else json")
+    sub.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sub.set_defaults(handler=ext_export)
+    sub = commands.add_parser(
+        "bulk-delete", help="delete the extensions of a range, template, prefix or domain"
+    )
+    sub.add_argument("--domain", help="one domain (default: all, except with --all)")
+    sub.add_argument("--range", metavar="FIRST-LAST", help="numeric ids, e.g. 1000-1999")
+    sub.add_argument("--template", help="extensions using this template")
+    sub.add_argument("--prefix", help="ids starting with this")
+    sub.add_argument("--all", action="store_true", help="every extension of --domain")
+    sub.add_argument("--yes", action="store_true", help="really delete (required)")
+    sub.add_argument("--dry-run", action="store_true", help="only list what would go")
+    sub.set_defaults(handler=ext_bulk_delete)
 
     tpl = groups.add_parser("templates", aliases=["tpl"], help="extension templates")
     commands = tpl.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -409,15 +522,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(json_errors="--json" in argv).parse_args(argv)
     out = Output(json_mode=args.json)
-    target = Target.from_flags(args.address, args.token, args.tls, args.ca_file, args.timeout)
+    target = Target.from_flags(
+        args.address,
+        args.token,
+        args.tls,
+        args.ca_file,
+        args.timeout,
+        connect_timeout=args.connect_timeout,
+    )
     try:
         client = DirectoryClient(target)
     except OSError as exc:
-        out.usage_error(f"--ca-file: {exc}")
+        out.usage_error(f"--ca-file: {exc.strerror or exc}")
         return 2
     try:
+        client.connect()
         handler: Handler = args.handler
         return handler(client, args, out)
     except ApiFailure as failure:

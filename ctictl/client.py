@@ -1,19 +1,43 @@
-"""The connection to the directory API: address, token, TLS, and readable errors."""
+"""The connection to the directory API: address, token, TLS, and readable errors.
+
+Before the first call :meth:`DirectoryClient.connect` makes sure the address answers and
+is a directory service, within ``connect_timeout`` (2 s by default): a refused, unknown or
+silent address, a server that does not speak gRPC, or one that serves something else (it
+asks the server's health and reflection services, which need no token) each end in one
+:class:`ApiFailure` saying what was reached, instead of gRPC's retry loop and raw text.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cti.grpc_server import error_info
+from cti.config import split_address
+from cti.grpc_server import error_info as _error_details
 from cti.v1 import directory_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_CONNECT_TIMEOUT = 2.0
+SERVICE = "cti.v1.DirectoryService"
 MAX_MESSAGE_BYTES = 64 << 20  # a large batch's answer (generated passwords) is several MB
+INTERNAL_SERVICES = ("grpc.health.", "grpc.reflection.")
+"""Services every server of ours has; left out when saying what an address serves."""
+
+
+def read_error_details(error: grpc.RpcError) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
+    """``(reason, metadata, [(field, description)])`` from the ErrorInfo/BadRequest details
+    of a failed call: the one place ctictl reads them (the reader is shared with the
+    server package today)."""
+    return _error_details(error)
 
 
 @dataclass(frozen=True)
@@ -26,6 +50,7 @@ class Target:
     tls: bool = False
     ca_file: str = ""
     timeout: float = 30.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
     @classmethod
     def from_flags(
@@ -36,6 +61,7 @@ class Target:
         ca_file: str | None,
         timeout: float,
         env: dict[str, str] | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> Target:
         env = dict(os.environ) if env is None else env
         ca = ca_file or env.get("CTI_API_CA", "")
@@ -45,17 +71,34 @@ class Target:
             tls=tls or bool(ca),
             ca_file=ca,
             timeout=timeout,
+            connect_timeout=connect_timeout,
         )
 
 
 class ApiFailure(Exception):
-    """A failed call, with what the server said (code, reason, field violations)."""
+    """A failed call, or an address that is not a usable directory service: a gRPC status
+    ``code``, a ``reason`` (the server's ErrorInfo reason, or ctictl's own for connection
+    problems), a message and the field violations."""
 
-    def __init__(self, error: grpc.RpcError) -> None:
-        self.code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
-        self.message = error.details() if isinstance(error, grpc.Call) else str(error)
-        self.reason, self.metadata, self.fields = error_info(error)
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        reason: str = "",
+        fields: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.fields = list(fields)
         super().__init__(self.describe())
+
+    @classmethod
+    def from_error(cls, error: grpc.RpcError) -> ApiFailure:
+        code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
+        message = (error.details() or "") if isinstance(error, grpc.Call) else str(error)
+        reason, _, fields = read_error_details(error)
+        return cls(code, message, reason, fields)
 
     def describe(self) -> str:
         head = self.code + (f" {self.reason}" if self.reason not in ("", self.code) else "")
@@ -68,6 +111,48 @@ class ApiFailure(Exception):
             "message": self.message,
             "fields": [{"field": f, "description": d} for f, d in self.fields],
         }
+
+
+# ---------------------------------------------------------------------------------------
+# What an address is (pure wording, then the probes)
+
+
+def not_a_directory(address: str, services: Sequence[str]) -> ApiFailure:
+    """The failure for a server that answers but does not offer the directory API."""
+    own = [s for s in services if not s.startswith(INTERNAL_SERVICES)]
+    serves = f"it serves {', '.join(own)}" if own else "it serves no cti API"
+    return ApiFailure(
+        "UNIMPLEMENTED", f"{address} is not a DirectoryService ({serves})", "WRONG_SERVICE"
+    )
+
+
+def _tcp_probe(address: str, timeout: float) -> ApiFailure | None:
+    """Why a TCP connection to ``host:port`` fails (None when it connects, or when the
+    address is not a plain host:port, e.g. ``unix:``/``dns:`` targets gRPC resolves)."""
+    try:
+        host, port = split_address(address)
+    except ValueError:
+        return None
+    if "/" in host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror as exc:
+        return ApiFailure(
+            "UNAVAILABLE", f"{address}: cannot resolve {host!r} ({exc.strerror})", "UNRESOLVED"
+        )
+    except ConnectionRefusedError:
+        return ApiFailure(
+            "UNAVAILABLE",
+            f"{address}: connection refused (nothing listens there; is directory_service "
+            "running, and is --address / CTI_API_ADDRESS right?)",
+            "CONNECTION_REFUSED",
+        )
+    except TimeoutError:
+        return ApiFailure("UNAVAILABLE", f"{address}: no answer within {timeout:g} s", "NO_ANSWER")
+    except OSError as exc:
+        return ApiFailure("UNAVAILABLE", f"{address}: {exc.strerror or exc}", "UNREACHABLE")
+    return None
 
 
 class DirectoryClient:
@@ -85,13 +170,93 @@ class DirectoryClient:
         self.stub = directory_pb2_grpc.DirectoryServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {target.token}"),) if target.token else ()
 
+    def connect(self) -> None:
+        """Fail fast, with what the address turned out to be, unless it is a serving
+        directory service (see the module docstring)."""
+        deadline = time.monotonic() + self.target.connect_timeout
+        address = self.target.address
+        refused = _tcp_probe(address, self.target.connect_timeout)
+        if refused is not None:
+            raise refused
+        try:
+            grpc.channel_ready_future(self.channel).result(
+                timeout=max(0.1, deadline - time.monotonic())
+            )
+        except grpc.FutureTimeoutError:
+            tls = "TLS" if self.target.tls else "plaintext"
+            hint = "drop --tls/--ca-file?" if self.target.tls else "does it need --tls?"
+            raise ApiFailure(
+                "UNAVAILABLE",
+                f"{address} accepts connections but gave no {tls} gRPC answer within "
+                f"{self.target.connect_timeout:g} s (not a gRPC server, or {hint})",
+                "NOT_GRPC",
+            ) from None
+        health = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            answer = health.Check(
+                health_pb2.HealthCheckRequest(service=SERVICE),
+                timeout=self.target.connect_timeout,
+            )
+        except grpc.RpcError as error:
+            if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND:
+                raise not_a_directory(address, self.services()) from None
+            return  # no health service (e.g. behind a proxy): the calls will tell
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            raise ApiFailure(
+                "UNAVAILABLE",
+                f"{address}: {SERVICE} is {status} (shutting down or not ready yet)",
+                "NOT_SERVING",
+            )
+
+    def services(self) -> list[str]:
+        """The services the server lists through reflection ([] when it does not say)."""
+        stub = reflection_pb2_grpc.ServerReflectionStub(self.channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        try:
+            for answer in stub.ServerReflectionInfo(
+                iter([request]), timeout=self.target.connect_timeout
+            ):
+                return [s.name for s in answer.list_services_response.service]
+        except grpc.RpcError:
+            pass
+        return []
+
+    def _failure(self, method: str, error: grpc.RpcError) -> ApiFailure:
+        failure = ApiFailure.from_error(error)
+        if failure.code == "UNIMPLEMENTED":
+            services = self.services()
+            if services and SERVICE not in services:
+                return not_a_directory(self.target.address, services)
+            if SERVICE in services:
+                failure.message = (
+                    f"{self.target.address} serves {SERVICE} but not {method} "
+                    "(an older directory_service?)"
+                )
+        return failure
+
     def call(self, method: str, request: Any) -> Any:
         try:
             return getattr(self.stub, method)(
                 request, metadata=self.metadata, timeout=self.target.timeout
             )
         except grpc.RpcError as error:
-            raise ApiFailure(error) from None
+            raise self._failure(method, error) from None
+
+    def start(self, method: str, request: Any) -> Callable[[], Any]:
+        """Send a call without waiting; the returned function waits for its answer (and
+        raises :class:`ApiFailure`), so that several calls can be in flight."""
+        future = getattr(self.stub, method).future(
+            request, metadata=self.metadata, timeout=self.target.timeout
+        )
+
+        def result() -> Any:
+            try:
+                return future.result()
+            except grpc.RpcError as error:
+                raise self._failure(method, error) from None
+
+        return result
 
     def close(self) -> None:
         self.channel.close()

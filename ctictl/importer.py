@@ -15,6 +15,7 @@ A ``password`` inside ``param`` is taken as the password.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -86,8 +87,8 @@ def _row(line: str, data: dict[str, Any], default_domain: str) -> Row:
 
 
 def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    reader = csv.DictReader(text.splitlines())
-    for number, record in enumerate(reader, start=2):
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted line breaks kept
+    for record in reader:
         data: dict[str, Any] = {name: {} for name in SECTIONS}
         for column, value in record.items():
             if column is None or value is None or value == "":
@@ -97,7 +98,7 @@ def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
                 data[kind][key] = value
             else:
                 data[column.strip()] = value
-        yield f"line {number}", data
+        yield f"line {reader.line_num}", data  # where the record ends
 
 
 def json_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -1,12 +1,15 @@
 """What ``ctictl`` prints: rich tables for people, one JSON document for scripts.
 
-Results go to stdout; errors and the progress bar to stderr, so ``--json`` output stays
-parseable even when something fails (the error is then a JSON object on stdout too).
+Results go to stdout; errors and the progress bar to stderr. An error is written once:
+``error: <text>`` on one line (never wrapped, whatever the terminal width), or with
+``--json`` only ``{"error": {...}}`` as one JSON document, so stdout holds nothing but
+results and a script can parse either stream.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +18,9 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from ctictl.bulk import DeleteResult
 from ctictl.client import ApiFailure
 from ctictl.importer import ImportResult
 
@@ -24,8 +29,9 @@ def as_dict(message: Any) -> dict[str, Any]:
     return MessageToDict(message, preserving_proto_field_name=True)
 
 
-def _pairs(values: Mapping[str, str]) -> str:
-    return "\n".join(f"{k}={v}" for k, v in sorted(values.items()))
+def _pairs(values: Mapping[str, str]) -> Text:
+    """Stored values are shown as they are (never read as rich markup)."""
+    return Text("\n".join(f"{k}={v}" for k, v in sorted(values.items())))
 
 
 def _short_name(name: str) -> str:
@@ -37,8 +43,8 @@ def _short_name(name: str) -> str:
 class Output:
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
-        self.console = Console(soft_wrap=False)
-        self.errors = Console(stderr=True)
+        self.console = Console(soft_wrap=True)
+        self.errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
     def _json(self, document: Any) -> None:
         print(json.dumps(document, indent=2, ensure_ascii=False))
@@ -55,7 +61,7 @@ class Output:
             table.add_row(
                 _short_name(e.name),
                 e.template.removeprefix("templates/"),
-                e.attributes.get("number-alias", ""),
+                Text(e.attributes.get("number-alias", "")),
                 _pairs(e.params),
                 _pairs(e.variables),
                 _pairs(attributes),
@@ -154,9 +160,44 @@ class Output:
         if result.failed:
             table = Table("where", "extension", "why", title="not imported")
             for where, what, why in result.failed:
-                table.add_row(where, what, why)
+                table.add_row(Text(where), Text(what), Text(why))
             self.console.print(table)
         self.console.print(f"{len(result.created)} created, {len(result.failed)} failed")
+
+    def export_summary(self, count: int, path: str) -> None:
+        self.done(f"exported {count} extension(s) to {path}", {"exported": count, "file": path})
+
+    def delete_plan(self, names: Sequence[str]) -> None:
+        """What a bulk delete would delete (``--dry-run``)."""
+        if self.json_mode:
+            self._json({"would_delete": list(names)})
+            return
+        for name in names:
+            self.console.print(Text(_short_name(name)))
+        self.console.print(f"{len(names)} extension(s) would be deleted")
+
+    def delete_summary(self, result: DeleteResult) -> None:
+        if self.json_mode:
+            self._json(
+                {
+                    "deleted": result.deleted,
+                    "already_gone": result.gone,
+                    "failed": [{"name": n, "error": why} for n, why in result.failed],
+                    "not_attempted": result.not_attempted,
+                }
+            )
+            return
+        if result.failed:
+            table = Table("extension", "why", title="not deleted")
+            for name, why in result.failed:
+                table.add_row(_short_name(name), Text(why))
+            self.console.print(table)
+        parts = [f"{len(result.deleted)} deleted", f"{len(result.failed)} failed"]
+        if result.gone:
+            parts.append(f"{len(result.gone)} already gone")
+        if result.not_attempted:
+            parts.append(f"{len(result.not_attempted)} not attempted")
+        self.console.print(", ".join(parts))
 
     # progress and errors -------------------------------------------------------------
 
@@ -168,18 +209,28 @@ class Output:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=self.errors, transient=True) as bar:
+        quiet = not self.errors.is_terminal  # nothing (not even a blank line) into a pipe
+        with Progress(*columns, console=self.errors, transient=True, disable=quiet) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
 
     def failure(self, failure: ApiFailure) -> None:
         if self.json_mode:
-            self._json({"error": failure.to_dict()})
-        self.errors.print(f"[red]error[/red]: {failure.describe()}", highlight=False)
+            self._json_error(failure.to_dict())
+            return
+        self._error_line(failure.describe())
         for field, description in failure.fields:
-            self.errors.print(f"  {field}: {description}", highlight=False)
+            self.errors.print(Text(f"  {field}: {description}"))
 
     def usage_error(self, text: str) -> None:
         if self.json_mode:
-            self._json({"error": {"code": "USAGE", "message": text}})
-        self.errors.print(f"[red]error[/red]: {text}", highlight=False)
+            self._json_error({"code": "USAGE", "message": text})
+        else:
+            self._error_line(text)
+
+    def _error_line(self, text: str) -> None:
+        self.errors.print(Text.assemble(("error", "red"), f": {text}"))
+
+    @staticmethod
+    def _json_error(error: Mapping[str, Any]) -> None:
+        sys.stderr.write(json.dumps({"error": dict(error)}, ensure_ascii=False) + "\n")

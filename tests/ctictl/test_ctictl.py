@@ -4,39 +4,16 @@ directory gRPC server and a real redis-server."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import redis
 
 from cti import redis_keys
 from ctictl.importer import read_rows
+from tests.ctictl.support import ctictl, json_error, ok_json
 from tests.directory.grpc_fixtures import TOKEN, Api, api_fixture
 
 __all__ = ["api_fixture"]  # the pytest fixture "api"
-
-CTICTL = Path(sys.executable).parent / "ctictl"
-
-
-def ctictl(api: Api, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "CTI_API_ADDRESS": api.address,
-        "CTI_API_TOKEN": token,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [str(CTICTL), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-def ok_json(api: Api, *args: str) -> Any:
-    result = ctictl(api, "--json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_extension_lifecycle(api: Api) -> None:
@@ -82,7 +59,7 @@ def test_extension_lifecycle(api: Api) -> None:
 def test_failures_exit_non_zero_with_the_reason(api: Api) -> None:
     result = ctictl(api, "--json", "ext", "get", "9@example.com")
     assert result.returncode == 1
-    assert json.loads(result.stdout)["error"]["reason"] == "EXTENSION_NOT_FOUND"
+    assert json_error(result)["reason"] == "EXTENSION_NOT_FOUND"
     result = ctictl(api, "ext", "add", "1@example.com", "--param", "auth-acl=10.0.0.1")
     assert result.returncode == 1
     assert "extension.params.auth-acl" in result.stderr and "10.0.0.1/32" in result.stderr
