@@ -41,6 +41,11 @@ MAX_ATTEMPTS = 20
 class LeaseLost(Exception):
     """Another replica owns this node now; stop consuming it."""
 
+    def __init__(self, node: str, holder: str = "") -> None:
+        super().__init__(f"lease of {node} held by {holder or 'another replica'}")
+        self.node = node
+        self.holder = holder
+
 
 @dataclass(frozen=True)
 class NodeSnapshot:
@@ -100,6 +105,8 @@ class StateStore:
                         return 0
                     pipe.multi()
                     list_pushes = self._queue(pipe, view.changes)
+                    if self.lease is not None:
+                        pipe.set(self.lease.key, self.lease.owner, px=self.lease.ttl_ms)
                     results = pipe.execute()
                 except redis.WatchError:
                     metrics.WRITE_CONFLICTS.labels(self.node).inc()
@@ -110,9 +117,12 @@ class StateStore:
 
     def _load(self, pipe: redis.client.Pipeline, operations: Sequence[Operation]) -> StateView:
         if self.lease is not None:
+            # Ours, or lapsed (a stall): the write takes it back (SET in the same
+            # MULTI/EXEC; WATCH makes sure nobody took it in between). Only another
+            # replica's lease stops us.
             holder: bytes | None = pipe.get(self.lease.key)  # type: ignore[assignment]
-            if not self.lease.held_by_us(holder):
-                raise LeaseLost(self.node)
+            if holder is not None and not self.lease.held_by_us(holder):
+                raise LeaseLost(self.node, holder.decode(errors="replace"))
         wanted = needs(operations, self.rules)
         device_fields = sorted(wanted.devices)
         uuids = sorted(wanted.channels)

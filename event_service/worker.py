@@ -30,7 +30,7 @@ from event_service.events import (
     classify,
     parse_plain,
 )
-from event_service.lease import Lease
+from event_service.lease import Lease, LeaseKeeper
 from event_service.state import Operation, StaleCall, StaleRegistration
 from event_service.store import LeaseLost, StateStore
 
@@ -83,8 +83,7 @@ class NodeWorker(threading.Thread):
         self.reconciles = 0
         self._warned: set[str] = set()
         self._flush_missed = False
-        self._holding = False
-        self._next_renew = 0.0
+        self._keeper: LeaseKeeper | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -92,13 +91,9 @@ class NodeWorker(threading.Thread):
         backoff = Backoff()
         while not self.stop_event.is_set():
             try:
-                if not self.lease.acquire():
-                    self._holding = False
+                if self._keeper is None and not self._take_lease():
                     self.stop_event.wait(self.lease.renew_interval)
                     continue
-                if not self._holding:
-                    log.info("consuming FreeSWITCH node", extra={"node": self.address})
-                    self._holding = True
                 self._consume(backoff)
             except EslUnavailable:
                 self._once("esl", f"cannot reach FreeSWITCH at {self.address}, retrying")
@@ -117,17 +112,43 @@ class NodeWorker(threading.Thread):
             except reconcile.ReplyError as exc:
                 self._once("reply", f"FreeSWITCH's tables unreadable ({exc}), retrying")
                 self.stop_event.wait(backoff.next())
-            except LeaseLost:
-                log.warning("lease taken over by another replica", extra={"node": self.address})
-                self._holding = False
+            except LeaseLost as lost:
+                self._give_up_lease(lost.holder)
             except redis.RedisError as exc:
                 self._once("redis", f"cannot reach Redis ({exc.__class__.__name__}), retrying")
                 self.stop_event.wait(backoff.next())
             except Exception:
                 log.exception("node worker failed; restarting it", extra={"node": self.address})
                 self.stop_event.wait(backoff.next())
+        if self._keeper is not None:
+            self._keeper.cancel()
         with contextlib.suppress(redis.RedisError):
             self.lease.release()
+
+    def _take_lease(self) -> bool:
+        """Take the node's lease and start renewing it on its own thread."""
+        if not self.lease.acquire():
+            return False
+        log.info("consuming FreeSWITCH node", extra={"node": self.address})
+        self._keeper = LeaseKeeper(self.lease, self.stop_event)
+        self._keeper.start()
+        return True
+
+    def _give_up_lease(self, holder: str) -> None:
+        log.warning(
+            "lease held by another replica (%s): stopped consuming this node",
+            holder or "unknown",
+            extra={"node": self.address, "holder": holder},
+        )
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+
+    def _check_lease(self) -> None:
+        """Raise :class:`LeaseLost` once the keeper found another replica holding it."""
+        keeper = self._keeper
+        if keeper is not None and keeper.lost.is_set():
+            raise LeaseLost(self.address, keeper.holder)
 
     def _once(self, outage: str, message: str) -> None:
         """Log an outage when it starts, not at every retry (cleared once connected)."""
@@ -152,7 +173,6 @@ class NodeWorker(threading.Thread):
             conn.subscribe(SUBSCRIPTION)
             metrics.RECONNECTS.labels(self.address).inc()
             self.core_uuid = ""
-            self._next_renew = 0.0
             self.reconcile(conn)
             if self._warned:
                 log.info("reachable again", extra={"node": self.address})
@@ -166,21 +186,13 @@ class NodeWorker(threading.Thread):
             metrics.CONNECTED.labels(self.address).set(0)
             conn.close()
 
-    def _renew_if_due(self) -> None:
-        """Keep the lease (also from inside a long reconcile: it must not lapse mid-way)."""
-        now = time.monotonic()
-        if now >= self._next_renew:
-            if not self.lease.renew():
-                raise LeaseLost(self.address)
-            self._next_renew = now + self.lease.renew_interval
-
     def _read_loop(self, conn: EslConnection) -> None:
         last_event = time.monotonic()
         interval = self.settings.reconcile_interval
         next_reconcile = last_event + interval
         while not self.stop_event.is_set():
             self._send_commands(conn)
-            self._renew_if_due()
+            self._check_lease()
             if interval and time.monotonic() >= next_reconcile:
                 self.reconcile(conn)  # events queued meanwhile are applied after it
                 next_reconcile = time.monotonic() + interval
@@ -291,7 +303,7 @@ class NodeWorker(threading.Thread):
         plan = reconcile.plan_channels(snapshot.channels, live_channels)
         dumped: list[Operation] = []
         for uuid in plan.to_dump:
-            self._renew_if_due()
+            self._check_lease()
             reply = conn.api("uuid_dump", uuid)
             if reply.startswith("-ERR"):
                 continue  # ended between the two commands
@@ -305,7 +317,7 @@ class NodeWorker(threading.Thread):
         ]
         ops: list[Operation] = [*syncs, *plan.gone, *dumped, *stale]
         for start in range(0, len(ops), RECONCILE_CHUNK):
-            self._renew_if_due()
+            self._check_lease()
             self._apply(ops[start : start + RECONCILE_CHUNK])
         for sync in syncs:
             if sync.remove:
