@@ -96,17 +96,24 @@ def test_captured_stream_yields_the_seed_shapes(
     assert [(e["kind"], e["op"], e["key"]) for e in log] == [
         ("registration", "set", "1000"),
         ("registration", "set", "1001"),
-        ("call", "set", "1000"),
-        ("call", "set", "1001"),
-        ("call", "set", "1001"),
-        ("call", "set", "1000"),
-        ("call", "set", "1000"),
-        ("call", "set", "1001"),
+        ("call", "update", "1000"),
+        ("call", "update", "1001"),
+        ("call", "update", "1001"),
+        ("call", "update", "1000"),
+        ("call", "update", "1000"),
+        ("call", "update", "1001"),
         ("registration", "delete", "1000"),
         ("registration", "set", "1001"),
         ("registration", "delete", "1001"),
     ]
     assert all(e["node"] == fs.address for e in log)
+    assert json.loads(log[7]["value"]) == {  # what the change did, not the whole record
+        "username": "1001",
+        "current": B_LEG,
+        "notify": "hangup",
+        "call": json.loads(client.hget("calls", "1001") or "")[B_LEG],
+        "active": False,
+    }
     assert log[-1]["value"] == ""
     assert json.loads(log[-2]["value"])["call-id"] == "1-3431@127.0.0.1"
 
@@ -377,7 +384,7 @@ def test_reconcile_removes_entries_nothing_backs(
     assert record["notify"] == "hangup" and record["activity"] == []
     assert [(e["kind"], e["op"], e["key"]) for e in stream(client)] == [
         ("registration", "delete", "1000"),
-        ("call", "set", "1001"),
+        ("call", "update", "1001"),
     ]
 
 
