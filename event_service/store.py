@@ -35,7 +35,6 @@ from event_service.state import (
     IndexWrite,
     Operation,
     Rules,
-    StateChange,
     StateView,
     call_fields,
     needs,

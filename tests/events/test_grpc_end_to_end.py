@@ -138,7 +138,8 @@ def test_watch_with_call_changes_and_whole_records_agree(
     kinds = [events_pb2.WATCH_KIND_EXTENSION_CALLS]
     try:
         fs.wait_subscribed()
-        whole = Watching(stub.Watch(events_pb2.WatchRequest(kinds=kinds), metadata=AUTH, timeout=30))
+        request = events_pb2.WatchRequest(kinds=kinds)
+        whole = Watching(stub.Watch(request, metadata=AUTH, timeout=30))
         deltas = Watching(
             stub.Watch(
                 events_pb2.WatchRequest(kinds=kinds, call_changes=True), metadata=AUTH, timeout=30

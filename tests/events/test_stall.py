@@ -18,7 +18,7 @@ from cti import redis_keys
 from cti.config import EslNode
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, call_events, stamped
-from tests.events.helpers import settings, until
+from tests.events.helpers import settings, subscriptions, until
 from tests.redis_ha.services import event_service_process
 
 
@@ -45,10 +45,6 @@ def send_calls(fs: FakeFreeSwitch, count: int, extension: str = "1000") -> None:
 def logged_call_changes(client: redis.Redis) -> int:
     entries: Sequence[tuple[str, dict[str, str]]] = client.xrange(redis_keys.EVENTS_LOG_STREAM)  # type: ignore[assignment]
     return sum(1 for _, fields in entries if fields["kind"] == "call")
-
-
-def subscriptions(fs: FakeFreeSwitch) -> int:
-    return sum(1 for command in fs.commands if command.startswith("event plain"))
 
 
 def test_a_stopped_process_keeps_its_node_and_loses_no_event(

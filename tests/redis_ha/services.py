@@ -93,7 +93,7 @@ def event_service(
         gui=gui,
         grpc_port=grpc_port,
         api_token=api_token,
-    ) as (_process_, log):
+    ) as (_, log):
         yield log
 
 
