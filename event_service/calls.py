@@ -114,9 +114,7 @@ class CallRecord:
     def _change(self, uuid: str, notify: str, fields: Mapping[str, str], live: bool) -> None:
         previous = self.current
         if self._loose:
-            self._calls = {
-                u: c for u, c in self._calls.items() if u == uuid or u in self._activity
-            }
+            self._calls = {u: c for u, c in self._calls.items() if u == uuid or u in self._activity}
             self._loose = False
         self._calls[uuid] = (fields, _fragment(uuid, fields))
         if live:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import grpc
@@ -219,8 +219,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
             events = (view.change(change) for change in changes)
             yield from batches(event for event in events if event is not None)
 
-
-    def _rebase(self, view: WatchView, position: str) -> Iterator[events_pb2.WatchResponse]:
+    def _rebase(
+        self, view: WatchView, position: str
+    ) -> Generator[events_pb2.WatchResponse, None, str]:
         """A resumed whole-record watcher: the changes since its token up to a fresh
         snapshot of the call hash, with whole values (:meth:`WatchView.rebase`); returns
         the snapshot's revision, where the stream goes on."""

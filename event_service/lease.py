@@ -145,8 +145,7 @@ class LeaseKeeper(threading.Thread):
             self._warned = False
             if kept.retaken:
                 log.warning(
-                    "lease had lapsed (this replica was stalled); taken back, "
-                    "connection kept",
+                    "lease had lapsed (this replica was stalled); taken back, connection kept",
                     extra={"node": self.lease.node},
                 )
             if not kept.held:

@@ -171,9 +171,7 @@ def plan_channels(known: Mapping[str, ChannelRef], live: Iterable[LiveChannel]) 
     return ChannelPlan(gone, to_dump)
 
 
-def untouched(
-    operations: Iterable[Operation], uuids: Set[str], keys: Set[str]
-) -> list[Operation]:
+def untouched(operations: Iterable[Operation], uuids: Set[str], keys: Set[str]) -> list[Operation]:
     """Reconcile's corrections minus those about a channel (uuid) or a registration
     (field) a live event changed since the reconcile began: FreeSWITCH's tables were read
     before that event, so the event is the newer truth."""

@@ -97,8 +97,12 @@ def parse_change(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change
     kind = fields.get(b"kind", b"").decode(errors="replace")
     op = fields.get(b"op", b"").decode(errors="replace")
     key = fields.get(b"key", b"").decode("utf-8", errors="surrogateescape")
-    malformed = kind not in ALL_KINDS or op not in ALL_OPS or not key
-    if malformed or (op == "update" and kind != "call"):
+    if (
+        kind not in ALL_KINDS
+        or op not in ALL_OPS
+        or not key
+        or (op, kind) == ("update", "registration")
+    ):
         log.warning("skipping change-log entry not in the agreed format", extra={"id": revision})
         return None
     return Change(

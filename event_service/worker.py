@@ -45,6 +45,12 @@ POLL_RECONCILING_MS = 10
 """Shorter waits while a reconcile runs: its corrections are merged soon after ready."""
 
 
+def _stamp(headers: Mapping[str, str]) -> float:
+    """FreeSWITCH's ``Event-Date-Timestamp`` (µs since the epoch) in seconds; 0 if none."""
+    text = headers.get("Event-Date-Timestamp", "")
+    return int(text) / 1e6 if text.isdigit() else 0.0
+
+
 class Backoff:
     def __init__(self, first: float = 0.2, limit: float = 10.0) -> None:
         self.first, self.limit, self.current = first, limit, first
@@ -92,6 +98,8 @@ class NodeWorker(threading.Thread):
         self._again = False
         self._touched_uuids: set[str] = set()
         self._touched_keys: set[str] = set()
+        self._pending_since = 0.0
+        metrics.OLDEST_UNAPPLIED.labels(self.address).set_function(self.oldest_unapplied)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -260,6 +268,8 @@ class NodeWorker(threading.Thread):
             )
 
     def process(self, batch: Sequence[Mapping[str, str]], conn: EslConnection) -> None:
+        stamps = [_stamp(headers) for headers in batch]
+        self._pending_since = min((s for s in stamps if s), default=0.0)
         ops: list[Operation] = []
         kinds: Counter[str] = Counter()
         for index, headers in enumerate(batch):
@@ -279,11 +289,19 @@ class NodeWorker(threading.Thread):
                 if self._run is not None:
                     self._touched_keys.add(event.owner.key(self.settings.key_with_domain))
         self._apply(ops)
+        applied = time.time()
+        self._pending_since = 0.0
         for kind, count in kinds.items():
             metrics.EVENTS.labels(self.address, kind).inc(count)
-        stamp = batch[-1].get("Event-Date-Timestamp", "")
-        if stamp.isdigit():
-            metrics.APPLY_LAG.labels(self.address).observe(max(0.0, time.time() - int(stamp) / 1e6))
+        lag = metrics.APPLY_LAG.labels(self.address)
+        for stamp in stamps:  # every event, not one per batch: the histogram tells the truth
+            if stamp:
+                lag.observe(max(0.0, applied - stamp))
+
+    def oldest_unapplied(self) -> float:
+        """Seconds since the oldest event read and not yet applied was stamped (0: none)."""
+        since = self._pending_since
+        return max(0.0, time.time() - since) if since else 0.0
 
     def _check_core_uuid(
         self, core: str, ops: list[Operation], conn: EslConnection

@@ -461,3 +461,27 @@ def test_a_flush_cut_off_by_a_disconnect_becomes_a_whole_cache_flush(
             timeout=5,
             what="whole-cache flush after the reconnect",
         )
+
+
+def test_lag_is_observed_for_every_event_and_the_oldest_unapplied_one_is_a_gauge(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from tests.eslserver import call_events, stamped
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"node": fs.address}) or 0.0
+
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        before = sample("cti_events_apply_lag_seconds_count")
+        events = [stamped(e) for n in range(40) for e in call_events(f"lag-{n}")]
+        fs.send_events(events)  # one write: batches of many events
+        until(
+            lambda: sample("cti_events_apply_lag_seconds_count") - before == len(events),
+            what="one observation per event",
+        )
+        assert sample("cti_events_oldest_unapplied_seconds") == 0.0  # everything applied
+        running._pending_since = 1.0  # as if an event stamped long ago were being applied
+        assert sample("cti_events_oldest_unapplied_seconds") > 1e9
