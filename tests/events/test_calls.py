@@ -164,7 +164,7 @@ def test_deltas_replay_to_the_stored_record_byte_for_byte() -> None:
     second = dict(captured()[2], **{"Unique-ID": "second"})
     events = [channel(2), classify(second), channel(5), channel(3), channel(6)]
     for event in [*events, ChannelGone(A_LEG)]:
-        assert event is not None
+        assert isinstance(event, ChannelEvent | ChannelGone)
         state.apply(event)
     for change in state.changes:
         if isinstance(change, CallUpdate):

@@ -178,9 +178,10 @@ def test_watch_with_call_changes_and_whole_records_agree(
         assert first.revision == whole_events[-1].revision
         fs.send_events([stamped(legs[10][2])])
         after = next(resumed)
-        assert json.loads(after.extension_calls.json)["activity"] == json.loads(stored.json)[
-            "activity"
-        ][1:]
+        assert (
+            json.loads(after.extension_calls.json)["activity"]
+            == json.loads(stored.json)["activity"][1:]
+        )
     finally:
         channel.close()
         service.stop_event.set()

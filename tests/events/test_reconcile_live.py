@@ -65,9 +65,9 @@ def test_unknown_channels_are_dumped_concurrently_while_events_flow(
     creates = {f"{n:08d}-0000-4000-8000-000000000000": n for n in range(UNKNOWN)}
     dumps = {}
     for uuid in creates:
-        create, answer, _ = call_events(uuid, "2000")
-        dumps[uuid] = {**answer, "Event-Name": "CHANNEL_DATA"}
-    dumps = {u: {k: v.replace("\n", " ") for k, v in h.items()} for u, h in dumps.items()}
+        answer = call_events(uuid, "2000")[1]
+        dumps[uuid] = {k: v.replace("\n", " ") for k, v in answer.items()}
+        dumps[uuid]["Event-Name"] = "CHANNEL_DATA"
     gate = GatedDumps(dumps)
     fs.set_state(
         channels=[{"uuid": uuid, "callstate": "ACTIVE"} for uuid in creates],

@@ -16,6 +16,7 @@ import redis
 
 from cti import redis_keys
 from cti.config import EslNode
+from event_service.state import Operation
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, call_events, stamped
 from tests.events.helpers import settings, subscriptions, until
@@ -80,9 +81,7 @@ def test_a_stopped_process_keeps_its_node_and_loses_no_event(
 
 
 @pytest.fixture
-def worker_of(
-    fs: FakeFreeSwitch, redis_url: str
-) -> Iterator[tuple[NodeWorker, threading.Event]]:
+def worker_of(fs: FakeFreeSwitch, redis_url: str) -> Iterator[tuple[NodeWorker, threading.Event]]:
     stop = threading.Event()
     connection = redis.Redis.from_url(redis_url)
     node = EslNode("127.0.0.1", fs.port)
@@ -104,12 +103,12 @@ def test_a_blocked_read_loop_keeps_its_lease(
     apply = running.store.apply
     stuck, release = threading.Event(), threading.Event()
 
-    def blocked_apply(ops: object) -> int:
+    def blocked_apply(ops: Sequence[Operation]) -> int:
         stuck.set()
         release.wait(30)
-        return apply(ops)  # type: ignore[arg-type]
+        return apply(ops)
 
-    running.store.apply = blocked_apply  # type: ignore[method-assign]
+    running.store.apply = blocked_apply  # type: ignore[method-assign,assignment]
     send_calls(fs, 5)
     until(stuck.is_set, what="loop blocked")
     threading.Event().wait(3 * 0.6)  # three lease lifetimes pass while it is blocked
