@@ -64,12 +64,21 @@ EVENTS_LOG_STREAM = "cti:events:log"
 ``registrations`` / ``calls`` hashes, written in the same MULTI/EXEC as the change itself
 (so the log and the hashes never disagree)::
 
-    XADD cti:events:log MAXLEN ~ 100000 * kind <registration|call> op <set|delete>
-         key <hash field> value <the field's new JSON, empty for delete> node <host:port>
+    XADD cti:events:log MAXLEN ~ <n> * kind <registration|call> op <set|update|delete>
+         key <hash field> value <see below> node <host:port>
 
-Readers (gRPC Watch) take a snapshot of the hashes, then XREAD from the id they saw last."""
+``set``: the field's new JSON, whole. ``delete``: empty. ``update`` (calls only): what the
+change did, constant size however many calls the extension has (``docs/event-path.md``)::
+
+    {"username": "1000", "current": "<uuid>", "notify": "answer",
+     "call": {<the current call's fields>}, "active": true}
+
+Readers (gRPC Watch) take a snapshot of the hashes, then XREAD from the id they saw last.
+``<n>`` keeps the log within :data:`EVENTS_LOG_MAXLEN` entries and about
+:data:`EVENTS_LOG_MAX_BYTES` bytes (computed from the entries' average size)."""
 
 EVENTS_LOG_MAXLEN = 100000
+EVENTS_LOG_MAX_BYTES = 64 << 20
 
 _EVENTS_PREFIX = "cti:events"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import grpc
@@ -41,6 +41,7 @@ from event_service.state_views import (
 )
 from event_service.watch import (
     ALL_KINDS,
+    Change,
     ChangeLog,
     LogGap,
     UpsertCache,
@@ -178,6 +179,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
             StateFilter(request.domain, request.extension_prefix),
             resumed=bool(request.resume_token),
             cache=self._upserts,
+            call_changes=request.call_changes,
         )
         position = _resume_position(request.resume_token)
         if not self._watch_slots.acquire(blocking=False):
@@ -213,10 +215,29 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
             snapshot = self._log.snapshot(view.kinds)
             yield from batches(view.snapshot(snapshot))
             position = snapshot.revision
+        elif view.rebuilds_records:
+            position = yield from self._rebase(view, position)
         while context.is_active() and not self._stopping.is_set():
             changes, position = self._log.read(position, _block_ms(context), WATCH_BATCH)
             events = (view.change(change) for change in changes)
             yield from batches(event for event in events if event is not None)
+
+    def _rebase(
+        self, view: WatchView, position: str
+    ) -> Generator[events_pb2.WatchResponse, None, str]:
+        """A resumed whole-record watcher: the changes since its token up to a fresh
+        snapshot of the call hash, with whole values (:meth:`WatchView.rebase`); returns
+        the snapshot's revision, where the stream goes on."""
+        snapshot = self._log.snapshot(["call"])
+        end = parse_revision(snapshot.revision)
+        upto: list[Change] = []
+        while True:  # at least once: the read checks the log still reaches the token
+            changes, position = self._log.read(position, None, WATCH_BATCH)
+            upto.extend(c for c in changes if parse_revision(c.revision) <= end)
+            if not changes or parse_revision(position) >= end:
+                break
+        yield from batches(view.rebase(snapshot, upto))
+        return snapshot.revision
 
 
 def _block_ms(context: grpc.ServicerContext) -> int:

@@ -13,9 +13,15 @@ STATE_CHANGES = Counter(
 )
 APPLY_LAG = Histogram(
     "cti_events_apply_lag_seconds",
-    "From FreeSWITCH's Event-Date-Timestamp to the change committed in Redis",
+    "Per event: from FreeSWITCH's Event-Date-Timestamp to its batch committed in Redis",
     ["node"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+OLDEST_UNAPPLIED = Gauge(
+    "cti_events_oldest_unapplied_seconds",
+    "Age (from its Event-Date-Timestamp) of the oldest event read but not yet in Redis; "
+    "0 when everything read is applied. Grows through a stall.",
+    ["node"],
 )
 RECONNECTS = Counter("cti_events_reconnects_total", "Event-socket (re)connections", ["node"])
 CONNECTED = Gauge("cti_events_connected", "1 while the node's event socket is consumed", ["node"])

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from event_service import registrations
-from event_service.events import Owner
-from event_service.state import ChannelGone, ChannelRef, DeviceSync, Rules
+from event_service.events import ChannelEvent, Owner
+from event_service.state import (
+    ChannelGone,
+    ChannelRef,
+    DeviceSync,
+    Operation,
+    Rules,
+    StaleCall,
+    StaleRegistration,
+)
 
 
 class ReplyError(ValueError):
@@ -161,3 +169,18 @@ def plan_channels(known: Mapping[str, ChannelRef], live: Iterable[LiveChannel]) 
         if c.uuid not in known or (c.answered and not known[c.uuid].answered)
     ]
     return ChannelPlan(gone, to_dump)
+
+
+def untouched(operations: Iterable[Operation], uuids: Set[str], keys: Set[str]) -> list[Operation]:
+    """Reconcile's corrections minus those about a channel (uuid) or a registration
+    (field) a live event changed since the reconcile began: FreeSWITCH's tables were read
+    before that event, so the event is the newer truth."""
+    kept: list[Operation] = []
+    for op in operations:
+        if isinstance(op, DeviceSync | StaleRegistration):
+            if op.field in keys:
+                continue
+        elif isinstance(op, ChannelGone | StaleCall | ChannelEvent) and op.uuid in uuids:
+            continue
+        kept.append(op)
+    return kept

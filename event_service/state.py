@@ -2,8 +2,10 @@
 
 The store loads, for one batch of events, exactly the hash fields the batch touches
 (:func:`needs`), a :class:`StateView` folds the events over them in order and records
-:class:`StateChange` (a ``registrations``/``calls`` field the GUI sees; each one is also
-published, listed and logged) and :class:`IndexWrite` (derived bookkeeping). The store
+:class:`StateChange` (a ``registrations`` field the GUI sees; each one is also published,
+listed and logged), :class:`CallUpdate` (a ``calls`` field: logged as a constant-size
+delta, the record itself encoded once per batch) and :class:`IndexWrite` (derived
+bookkeeping). The store
 then writes all of them in one MULTI/EXEC, so no reader ever sees half a change.
 """
 
@@ -29,6 +31,21 @@ class StateChange:
     """The field's new JSON; ``None`` = HDEL."""
     payload: str
     """What the pub/sub channel and the list carry (the new value, or the removal event)."""
+
+
+@dataclass(frozen=True)
+class CallUpdate:
+    """A ``calls`` field changed. The change log carries ``delta`` (what changed: constant
+    size however many calls the extension has); the hash gets the record's final value,
+    encoded once per batch by the store."""
+
+    field: str
+    delta: str
+    whole: str | None = None
+    """The whole new value when the log must carry it instead of the delta (the stored
+    record was not one a delta can follow: damaged, or written by hand)."""
+    payload: str | None = None
+    """The whole new value for the configured channel/list (``None`` when neither is)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,8 @@ class Rules:
     key_with_domain: bool = False
     fields: tuple[str, ...] = ()
     modes: Mapping[str, str] = field(default_factory=dict)
+    publish_calls: bool = False
+    """A channel or list wants every new ``calls`` value whole (O(live calls) per change)."""
 
     def mode(self, profile: str) -> str:
         return self.modes.get(profile, "false")
@@ -163,8 +182,10 @@ class StateView:
     devices: dict[str, dict[str, registrations.Device]]
     records: dict[str, calls.CallRecord | None]
     channels: dict[str, ChannelRef | None]
-    changes: list[StateChange | IndexWrite] = field(default_factory=list)
+    changes: list[StateChange | CallUpdate | IndexWrite] = field(default_factory=list)
     state_changes: int = 0
+    rewrites: set[str] = field(default_factory=set)
+    """``calls`` fields whose stored value a delta cannot follow: logged whole once."""
 
     def apply(self, op: Operation) -> None:
         if isinstance(op, RegistrationEvent):
@@ -272,8 +293,13 @@ class StateView:
 
     def _set_record(self, key: str, record: calls.CallRecord) -> None:
         self.records[key] = record
-        value = record.to_json()
-        self._change("call", key, value, value)
+        whole = None
+        if key in self.rewrites:
+            self.rewrites.discard(key)
+            whole = record.to_json()
+        payload = (whole or record.to_json()) if self.rules.publish_calls else None
+        self.changes.append(CallUpdate(key, record.delta(), whole, payload))
+        self.state_changes += 1
 
     def _change(self, kind: Kind, key: str, value: str | None, payload: str) -> None:
         self.changes.append(StateChange(kind, key, value, payload))

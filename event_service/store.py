@@ -4,12 +4,19 @@ One :meth:`StateStore.apply` = WATCH the keys it reads (+ the node's lease), rea
 fields the batch needs, fold the batch (:mod:`event_service.state`, pure), then one
 MULTI/EXEC with every HSET/HDEL, PUBLISH, LPUSH+LTRIM and XADD. Another replica or node
 writing the same keys in between makes EXEC fail and the batch is re-read and re-folded;
-a lost lease raises :class:`LeaseLost` and writes nothing.
+a lease another replica holds raises :class:`LeaseLost` and writes nothing.
+
+Cost per event: a ``calls`` record read back with the very bytes this store wrote last is
+taken from :class:`RecordCache` (no JSON decode), the fold changes one call in it, the
+record is encoded once per batch (fragments joined) and the change log gets a delta per
+change (constant size). The log is bounded in entries and, approximately, in bytes
+(:func:`log_maxlen`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,16 +25,16 @@ import redis.cluster
 from redis.typing import EncodableT, FieldT
 
 from cti import redis_keys
-from cti.config import EventSettings
+from cti.config import EventSettings, PublishTarget
 from cti.redis_client import publish_in_transaction
 from event_service import calls, metrics, registrations
 from event_service.lease import Lease
 from event_service.state import (
+    CallUpdate,
     ChannelRef,
     IndexWrite,
     Operation,
     Rules,
-    StateChange,
     StateView,
     call_fields,
     needs,
@@ -38,8 +45,51 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 20
 
 
+def log_maxlen(average_entry_bytes: float) -> int:
+    """The change log's ``MAXLEN``: at most :data:`~cti.redis_keys.EVENTS_LOG_MAXLEN`
+    entries and, at the entries' average size, about
+    :data:`~cti.redis_keys.EVENTS_LOG_MAX_BYTES` bytes."""
+    by_bytes = int(redis_keys.EVENTS_LOG_MAX_BYTES / max(average_entry_bytes, 1.0))
+    return max(1000, min(redis_keys.EVENTS_LOG_MAXLEN, by_bytes))
+
+
+class RecordCache:
+    """The ``calls`` records this store wrote last, with the exact bytes written (LRU).
+
+    A batch that reads a field back with those very bytes reuses the record instead of
+    decoding the JSON; anything else (another node's or replica's write, a hand edit) is
+    decoded afresh. The fold always gets a copy: a batch that fails leaves this intact."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[bytes, calls.CallRecord]] = OrderedDict()
+
+    def load(self, field: str, raw: bytes | str | None) -> tuple[calls.CallRecord | None, bool]:
+        """(record, whether a delta can follow it: it encodes back to the stored bytes)."""
+        if raw is None:
+            return None, True
+        data = raw.encode() if isinstance(raw, str) else raw
+        hit = self._entries.get(field)
+        if hit is not None and hit[0] == data:
+            self._entries.move_to_end(field)
+            return hit[1].copy(), True
+        record = calls.decode(data)
+        return record, record is not None and record.to_json().encode() == data
+
+    def remember(self, field: str, value: str, record: calls.CallRecord) -> None:
+        self._entries[field] = (value.encode(), record)
+        self._entries.move_to_end(field)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class LeaseLost(Exception):
     """Another replica owns this node now; stop consuming it."""
+
+    def __init__(self, node: str, holder: str = "") -> None:
+        super().__init__(f"lease of {node} held by {holder or 'another replica'}")
+        self.node = node
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -73,7 +123,11 @@ class StateStore:
             key_with_domain=settings.key_with_domain,
             fields=settings.call.fields,
             modes=dict(settings.multiple_registrations),
+            publish_calls=bool(settings.call.channel or settings.call.list),
         )
+        self.records = RecordCache()
+        self._entry_bytes = 512.0
+        """Running average size of a change-log entry (for the byte bound)."""
         self.registration_hash = settings.registration.hash
         self.call_hash = settings.call.hash
         self.devices_key = redis_keys.registration_devices(self.registration_hash)
@@ -99,20 +153,29 @@ class StateStore:
                     if not view.changes:
                         return 0
                     pipe.multi()
-                    list_pushes = self._queue(pipe, view.changes)
+                    list_pushes, written = self._queue(pipe, view)
+                    if self.lease is not None:
+                        pipe.set(self.lease.key, self.lease.owner, px=self.lease.ttl_ms)
                     results = pipe.execute()
                 except redis.WatchError:
                     metrics.WRITE_CONFLICTS.labels(self.node).inc()
                     continue
+            for field, value in written.items():
+                record = view.records.get(field)
+                if record is not None:
+                    self.records.remember(field, value, record)
             self._count_dropped(list_pushes, results)
             return view.state_changes
         raise RuntimeError(f"gave up writing after {MAX_ATTEMPTS} conflicting attempts")
 
     def _load(self, pipe: redis.client.Pipeline, operations: Sequence[Operation]) -> StateView:
         if self.lease is not None:
+            # Ours, or lapsed (a stall): the write takes it back (SET in the same
+            # MULTI/EXEC; WATCH makes sure nobody took it in between). Only another
+            # replica's lease stops us.
             holder: bytes | None = pipe.get(self.lease.key)  # type: ignore[assignment]
-            if not self.lease.held_by_us(holder):
-                raise LeaseLost(self.node)
+            if holder is not None and not self.lease.held_by_us(holder):
+                raise LeaseLost(self.node, holder.decode(errors="replace"))
         wanted = needs(operations, self.rules)
         device_fields = sorted(wanted.devices)
         uuids = sorted(wanted.channels)
@@ -126,52 +189,67 @@ class StateStore:
             refs = {u: ChannelRef.from_json(v) for u, v in zip(uuids, raw, strict=True)}
         record_fields = sorted(call_fields(operations, refs, self.rules))
         records: dict[str, calls.CallRecord | None] = {}
+        rewrites: set[str] = set()
         if record_fields:
             raw = pipe.hmget(self.call_hash, record_fields)
-            records = {f: calls.decode(v) for f, v in zip(record_fields, raw, strict=True)}
-        return StateView(self.rules, devices, records, refs)
+            for record_field, value in zip(record_fields, raw, strict=True):
+                records[record_field], followable = self.records.load(record_field, value)
+                if not followable:
+                    rewrites.add(record_field)
+        return StateView(self.rules, devices, records, refs, rewrites=rewrites)
 
     def _queue(
-        self, pipe: redis.client.Pipeline, changes: Sequence[StateChange | IndexWrite]
-    ) -> list[tuple[int, str, int]]:
-        """Queue the commands; returns (result index, list, max) of each LPUSH.
+        self, pipe: redis.client.Pipeline, view: StateView
+    ) -> tuple[list[tuple[int, str, int]], dict[str, str]]:
+        """Queue the commands; returns (result index, list, max) of each LPUSH, and the
+        ``calls`` values written.
 
         Every change is logged (XADD) and published/listed in order; the hash writes are
         coalesced to the last value per field (one HSET/HDEL per key): inside one
-        MULTI/EXEC nobody can see the intermediate values anyway."""
+        MULTI/EXEC nobody can see the intermediate values anyway. A ``calls`` record is
+        encoded here, once per batch, however many of its calls changed."""
         pushes: list[tuple[int, str, int]] = []
         finals: dict[str, dict[str, str | None]] = {}
+        written: dict[str, str] = {}
         position = 0  # index of the next command's result in EXEC's reply
-        for change in changes:
+        maxlen = log_maxlen(self._entry_bytes)
+        for change in view.changes:
             if isinstance(change, IndexWrite):
                 key = self.devices_key if change.index == "devices" else self.channels_key
                 finals.setdefault(key, {})[change.field] = change.value
                 continue
-            target = (
-                self.settings.registration if change.kind == "registration" else self.settings.call
-            )
-            finals.setdefault(target.hash, {})[change.field] = change.value
-            if target.channel:
-                publish_in_transaction(pipe, target.channel, change.payload, self.registration_hash)
+            if isinstance(change, CallUpdate):
+                target: PublishTarget = self.settings.call
+                written[change.field] = ""  # encoded below, from the final record
+                kind, op = "call", "update" if change.whole is None else "set"
+                logged = change.delta if change.whole is None else change.whole
+                payload = change.payload
+            else:
+                target = self.settings.registration
+                finals.setdefault(target.hash, {})[change.field] = change.value
+                kind, op = change.kind, "delete" if change.value is None else "set"
+                logged, payload = change.value or "", change.payload
+            if payload is not None and target.channel:
+                publish_in_transaction(pipe, target.channel, payload, self.registration_hash)
                 position += 1
-            if target.list:
-                pipe.lpush(target.list, change.payload)
+            if payload is not None and target.list:
+                pipe.lpush(target.list, payload)
                 pushes.append((position, target.list, target.list_max))
                 pipe.ltrim(target.list, 0, target.list_max - 1)
                 position += 2
             pipe.xadd(
                 self.log_stream,
-                {
-                    "kind": change.kind,
-                    "op": "delete" if change.value is None else "set",
-                    "key": change.field,
-                    "value": change.value or "",
-                    "node": self.node,
-                },
-                maxlen=redis_keys.EVENTS_LOG_MAXLEN,
+                {"kind": kind, "op": op, "key": change.field, "value": logged, "node": self.node},
+                maxlen=maxlen,
                 approximate=True,
             )
+            self._entry_bytes += (len(logged) + len(change.field) + 48 - self._entry_bytes) / 64
             position += 1
+        for field in written:
+            record = view.records.get(field)
+            if record is not None:
+                written[field] = record.to_json()
+                finals.setdefault(self.call_hash, {})[field] = written[field]
         for key, fields in finals.items():
             sets: dict[FieldT, EncodableT] = {f: v for f, v in fields.items() if v is not None}
             deletes = [f for f, v in fields.items() if v is None]
@@ -179,7 +257,7 @@ class StateStore:
                 pipe.hset(key, mapping=sets)
             if deletes:
                 pipe.hdel(key, *deletes)
-        return pushes
+        return pushes, written
 
     def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:
         for index, name, limit in pushes:

@@ -19,6 +19,8 @@ stream at ~10,000 events/s).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
 import threading
@@ -31,6 +33,7 @@ import redis
 
 from cti import redis_keys
 from cti.v1 import events_pb2
+from event_service import calls
 from event_service.state_views import (
     Kind,
     StateFilter,
@@ -41,9 +44,9 @@ from event_service.state_views import (
 
 log = logging.getLogger(__name__)
 
-Op = Literal["set", "delete"]
+Op = Literal["set", "update", "delete"]
 ALL_KINDS: tuple[Kind, ...] = ("registration", "call")
-ALL_OPS: tuple[Op, ...] = ("set", "delete")
+ALL_OPS: tuple[Op, ...] = ("set", "update", "delete")
 START = "0-0"
 """The revision before any change (the log did not exist yet)."""
 
@@ -94,7 +97,12 @@ def parse_change(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change
     kind = fields.get(b"kind", b"").decode(errors="replace")
     op = fields.get(b"op", b"").decode(errors="replace")
     key = fields.get(b"key", b"").decode("utf-8", errors="surrogateescape")
-    if kind not in ALL_KINDS or op not in ALL_OPS or not key:
+    if (
+        kind not in ALL_KINDS
+        or op not in ALL_OPS
+        or not key
+        or (op, kind) == ("update", "registration")
+    ):
         log.warning("skipping change-log entry not in the agreed format", extra={"id": revision})
         return None
     return Change(
@@ -146,7 +154,7 @@ class ChangeLog:
         }
         return Snapshot(revision=_last_id(info), entries=entries)
 
-    def read(self, after: str, block_ms: int, count: int) -> tuple[list[Change], str]:
+    def read(self, after: str, block_ms: int | None, count: int) -> tuple[list[Change], str]:
         """Changes after ``after`` (waiting up to ``block_ms`` for the first one), and the
         new position (past entries skipped as malformed too).
 
@@ -161,7 +169,8 @@ class ChangeLog:
         if isinstance(read, Exception):
             raise read
         _check_reaches(info, after)
-        changes, position = [], after
+        changes: list[Change] = []
+        position = after
         for _stream, entries in read or ():
             for entry_id, fields in entries:
                 position = _id_text(entry_id)
@@ -234,6 +243,11 @@ class WatchView:
 
     After a resume the client's picture is unknown: an entry not seen since is assumed
     held, so its first deletion (or non-matching update) is sent once.
+
+    Call records: the log carries ``update`` deltas. A watcher that asked for
+    ``call_changes`` gets them as ``CallChange`` (constant size); any other gets the whole
+    record, rebuilt here from the snapshot's value and the deltas since (:attr:`records`;
+    see :meth:`rebase` for a resumed stream).
     """
 
     def __init__(
@@ -242,14 +256,24 @@ class WatchView:
         state_filter: StateFilter,
         resumed: bool,
         cache: UpsertCache | None = None,
+        call_changes: bool = False,
     ) -> None:
         self.kinds = frozenset(kinds)
         self.filter = state_filter
+        self.call_changes = call_changes
         self._resumed = resumed
         self._cache = cache
         self._shown: dict[tuple[Kind, str], bool] = {}
+        self.records: dict[str, bytes | calls.CallRecord] = {}
+        """The whole call records as of the last change read (whole-record watchers)."""
+
+    @property
+    def rebuilds_records(self) -> bool:
+        return "call" in self.kinds and not self.call_changes
 
     def snapshot(self, snapshot: Snapshot) -> Iterator[Event]:
+        if self.rebuilds_records:
+            self.records = dict(snapshot.entries.get("call", {}))
         for kind in ALL_KINDS:
             if kind not in self.kinds:
                 continue
@@ -261,19 +285,47 @@ class WatchView:
                     yield event
         yield Event(type=Event.TYPE_SNAPSHOT_COMPLETE, revision=snapshot.revision)
 
+    def rebase(self, snapshot: Snapshot, changes: Iterable[Change]) -> Iterator[Event]:
+        """A resumed whole-record watcher: it holds the records as of its token, we hold
+        none. ``changes`` are the log entries after the token up to ``snapshot.revision``
+        (a snapshot of the call hash taken after them): each record's last change among
+        them is sent with the snapshot's value, which is exactly its value at that change;
+        earlier changes of the same record are folded into it. From there on records
+        are rebuilt from the deltas as usual."""
+        listed = list(changes)
+        last = {c.key: c.revision for c in listed if c.kind == "call"}
+        values = snapshot.entries.get("call", {})
+        self.records = dict(values)
+        for change in listed:
+            if change.kind != "call":
+                event = self.change(change)
+            elif last[change.key] != change.revision:
+                continue
+            elif change.key in values:
+                whole = dataclasses.replace(change, op="set", value=values[change.key])
+                event = self._upsert(whole)
+            else:
+                event = self.change(dataclasses.replace(change, op="delete", value=b""))
+            if event is not None:
+                yield event
+
     def change(self, change: Change) -> Event | None:
         if change.kind not in self.kinds:
             return None
-        if change.op == "set":
-            event = (
-                self._cache.get(change)
-                if self._cache is not None
-                else upsert_event(
-                    change.kind, change.key, change.value, change.revision, change.node
-                )
-            )
+        if change.op == "update" and self.call_changes:
+            event = call_change_event(change)
             if self._show(event):
                 return event
+        elif change.op != "delete":
+            if change.op == "update":
+                change = self._rebuilt(change)
+            elif change.kind == "call" and self.rebuilds_records:
+                self.records[change.key] = change.value
+            event = self._upsert(change)
+            if self._show(event):
+                return event
+        elif change.kind == "call":
+            self.records.pop(change.key, None)
         ident = (change.kind, change.key)
         if not self._shown.get(ident, self._resumed):
             return None
@@ -287,15 +339,65 @@ class WatchView:
             node=change.node,
         )
 
+    def _rebuilt(self, change: Change) -> Change:
+        """The ``set`` of the whole record an ``update`` entry leads to."""
+        held = self.records.get(change.key)
+        record = calls.decode(held) if isinstance(held, bytes) else held
+        try:
+            delta = json.loads(change.value)
+        except ValueError:
+            delta = None
+        if not isinstance(delta, dict):
+            log.warning("skipping a call delta that is not JSON", extra={"id": change.revision})
+            delta = {}
+        rebuilt = calls.apply_delta(record, delta)
+        self.records[change.key] = rebuilt
+        return dataclasses.replace(change, op="set", value=rebuilt.to_json().encode())
+
+    def _upsert(self, change: Change) -> Event:
+        if self._cache is not None:
+            return self._cache.get(change)
+        return upsert_event(change.kind, change.key, change.value, change.revision, change.node)
+
     def _show(self, event: Event) -> bool:
         """Whether the upserted entry matches this watcher (and remember it was shown)."""
         if event.HasField("registration"):
             matches = self.filter.matches_registration(event.registration)
+        elif event.HasField("call_change"):
+            matches = self.filter.matches_calls(events_pb2.ExtensionCalls(key=event.key))
         else:
             matches = self.filter.matches_calls(event.extension_calls)
         if matches:
             self._shown[(_KIND_OF[event.kind], event.key)] = True
         return matches
+
+
+def call_change_event(change: Change) -> Event:
+    """The ``TYPE_UPSERT`` event carrying one ``update`` delta as a ``CallChange``."""
+    try:
+        delta = json.loads(change.value)
+    except ValueError:
+        delta = None
+    if not isinstance(delta, dict):
+        delta = {}
+    fields = delta.get("call")
+    current = str(delta.get("current", ""))
+    event = Event(
+        type=Event.TYPE_UPSERT,
+        kind=_KIND_ENUM["call"],
+        key=change.key,
+        name=resource_name("call", change.key),
+        revision=change.revision,
+        node=change.node,
+    )
+    event.call_change.username = str(delta.get("username", ""))
+    event.call_change.current = current
+    event.call_change.notify = str(delta.get("notify", ""))
+    event.call_change.call.uuid = current
+    event.call_change.call.active = bool(delta.get("active"))
+    if isinstance(fields, dict):
+        event.call_change.call.fields.update({str(n): str(v) for n, v in fields.items()})
+    return event
 
 
 def upsert_event(kind: Kind, key: str, value: bytes, revision: str, node: str) -> Event:

@@ -1,9 +1,12 @@
-"""One thread per FreeSWITCH node: lease -> connect -> subscribe -> reconcile -> read loop.
+"""One thread per FreeSWITCH node: lease -> connect -> subscribe -> read loop.
 
 The loop reads what the socket has (a batch when events queue up), folds it and writes it
-in one transaction, renews the lease, sends queued ``api`` commands (cache flushes), and
-watches for silence (FreeSWITCH sends HEARTBEAT every 20 s) and for a new ``Core-UUID``
-(a FreeSWITCH restart: reconcile). Any connection problem -> close, back off, retry; the
+in one transaction, sends queued ``api`` commands (cache flushes), and watches for
+silence (FreeSWITCH sends HEARTBEAT every 20 s) and for a new ``Core-UUID`` (a FreeSWITCH
+restart: reconcile). The lease is renewed by its own thread (:class:`LeaseKeeper`).
+Reconcile (on connect, periodically, after a restart) runs beside the loop on its own
+connections (:class:`ReconcileRun`); the loop keeps applying events and merges its
+corrections when they are ready. Any connection problem -> close, back off, retry; the
 "cannot reach" warning is logged once per outage, not once per attempt.
 """
 
@@ -25,13 +28,12 @@ from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, E
 from event_service.events import (
     SUBSCRIPTION,
     ChannelEvent,
-    Heartbeat,
     RegistrationEvent,
     classify,
-    parse_plain,
 )
-from event_service.lease import Lease
-from event_service.state import Operation, StaleCall, StaleRegistration
+from event_service.lease import Lease, LeaseKeeper
+from event_service.reconciler import ReconcileRun
+from event_service.state import ChannelGone, DeviceSync, Operation, StaleCall, StaleRegistration
 from event_service.store import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,14 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 RECONCILE_CHUNK = 500
 POLL_MS = 200
+POLL_RECONCILING_MS = 10
+"""Shorter waits while a reconcile runs: its corrections are merged soon after ready."""
+
+
+def _stamp(headers: Mapping[str, str]) -> float:
+    """FreeSWITCH's ``Event-Date-Timestamp`` (µs since the epoch) in seconds; 0 if none."""
+    text = headers.get("Event-Date-Timestamp", "")
+    return int(text) / 1e6 if text.isdigit() else 0.0
 
 
 class Backoff:
@@ -83,21 +93,19 @@ class NodeWorker(threading.Thread):
         self.reconciles = 0
         self._warned: set[str] = set()
         self._flush_missed = False
-        self._holding = False
-        self._next_renew = 0.0
+        self._keeper: LeaseKeeper | None = None
+        self._run: ReconcileRun | None = None
+        self._again = False
+        self._touched_uuids: set[str] = set()
+        self._touched_keys: set[str] = set()
+        self._pending_since = 0.0
+        metrics.OLDEST_UNAPPLIED.labels(self.address).set_function(self.oldest_unapplied)
         metrics.declare_node(self.address)
 
     @property
     def holding(self) -> bool:
         """This replica holds the node's lease (it consumes the node, or tries to)."""
-        return self._holding
-
-    def _hold(self, holding: bool) -> None:
-        if holding and not self._holding:
-            log.info("consuming FreeSWITCH node", extra={"node": self.address})
-            metrics.LEASE_ACQUIRED.labels(self.address).inc()
-        self._holding = holding
-        metrics.LEASE_HELD.labels(self.address).set(1 if holding else 0)
+        return self._keeper is not None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -105,11 +113,9 @@ class NodeWorker(threading.Thread):
         backoff = Backoff()
         while not self.stop_event.is_set():
             try:
-                if not self.lease.acquire():
-                    self._hold(False)
+                if self._keeper is None and not self._take_lease():
                     self.stop_event.wait(self.lease.renew_interval)
                     continue
-                self._hold(True)
                 self._consume(backoff)
             except EslUnavailable as exc:  # unreachable, or refused our password / address
                 self._once(f"esl-{type(exc).__name__}", f"{exc}, retrying")
@@ -128,9 +134,8 @@ class NodeWorker(threading.Thread):
             except reconcile.ReplyError as exc:
                 self._once("reply", f"FreeSWITCH's tables unreadable ({exc}), retrying")
                 self.stop_event.wait(backoff.next())
-            except LeaseLost:
-                log.warning("lease taken over by another replica", extra={"node": self.address})
-                self._hold(False)
+            except LeaseLost as lost:
+                self._give_up_lease(lost.holder)
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.labels("worker").inc()
                 self._once("redis", f"cannot reach Redis ({exc.__class__.__name__}), retrying")
@@ -138,9 +143,40 @@ class NodeWorker(threading.Thread):
             except Exception:
                 log.exception("node worker failed; restarting it", extra={"node": self.address})
                 self.stop_event.wait(backoff.next())
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
         with contextlib.suppress(redis.RedisError):
             self.lease.release()
-        self._hold(False)
+        metrics.LEASE_HELD.labels(self.address).set(0)
+
+    def _take_lease(self) -> bool:
+        """Take the node's lease and start renewing it on its own thread."""
+        if not self.lease.acquire():
+            return False
+        log.info("consuming FreeSWITCH node", extra={"node": self.address})
+        metrics.LEASE_ACQUIRED.labels(self.address).inc()
+        metrics.LEASE_HELD.labels(self.address).set(1)
+        self._keeper = LeaseKeeper(self.lease, self.stop_event)
+        self._keeper.start()
+        return True
+
+    def _give_up_lease(self, holder: str) -> None:
+        log.warning(
+            "lease held by another replica (%s): stopped consuming this node",
+            holder or "unknown",
+            extra={"node": self.address, "holder": holder},
+        )
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        metrics.LEASE_HELD.labels(self.address).set(0)
+
+    def _check_lease(self) -> None:
+        """Raise :class:`LeaseLost` once the keeper found another replica holding it."""
+        keeper = self._keeper
+        if keeper is not None and keeper.lost.is_set():
+            raise LeaseLost(self.address, keeper.holder)
 
     def _once(self, outage: str, message: str) -> None:
         """Log an outage when it starts, not at every retry (cleared once connected)."""
@@ -165,39 +201,36 @@ class NodeWorker(threading.Thread):
             conn.subscribe(SUBSCRIPTION)
             metrics.RECONNECTS.labels(self.address).inc()
             self.core_uuid = ""
-            self._next_renew = 0.0
-            self.reconcile(conn)
-            if self._warned:
-                log.info("reachable again", extra={"node": self.address})
-            self._warned.clear()
-            self.connected.set()
-            metrics.CONNECTED.labels(self.address).set(1)
-            backoff.reset()
-            self._read_loop(conn)
+            self._run = None
+            self.start_reconcile()
+            self._read_loop(conn, backoff)
         finally:
             self.connected.clear()
             metrics.CONNECTED.labels(self.address).set(0)
             conn.close()
 
-    def _renew_if_due(self) -> None:
-        """Keep the lease (also from inside a long reconcile: it must not lapse mid-way)."""
-        now = time.monotonic()
-        if now >= self._next_renew:
-            if not self.lease.renew():
-                raise LeaseLost(self.address)
-            self._next_renew = now + self.lease.renew_interval
+    def _connected(self, backoff: Backoff) -> None:
+        """The first reconcile is merged: Redis follows FreeSWITCH again."""
+        if self._warned:
+            log.info("reachable again", extra={"node": self.address})
+        self._warned.clear()
+        self.connected.set()
+        metrics.CONNECTED.labels(self.address).set(1)
+        backoff.reset()
 
-    def _read_loop(self, conn: EslConnection) -> None:
+    def _read_loop(self, conn: EslConnection, backoff: Backoff) -> None:
         last_event = time.monotonic()
         interval = self.settings.reconcile_interval
         next_reconcile = last_event + interval
         while not self.stop_event.is_set():
             self._send_commands(conn)
-            self._renew_if_due()
+            self._check_lease()
+            if self._merge_reconcile() and not self.connected.is_set():
+                self._connected(backoff)
             if interval and time.monotonic() >= next_reconcile:
-                self.reconcile(conn)  # events queued meanwhile are applied after it
+                self.start_reconcile()
                 next_reconcile = time.monotonic() + interval
-            headers = conn.receive(POLL_MS)
+            headers = conn.receive(POLL_MS if self._run is None else POLL_RECONCILING_MS)
             if headers is None:
                 if time.monotonic() - last_event > self.settings.heartbeat_timeout:
                     raise EslDisconnected(f"no event for {self.settings.heartbeat_timeout}s")
@@ -247,6 +280,8 @@ class NodeWorker(threading.Thread):
             )
 
     def process(self, batch: Sequence[Mapping[str, str]], conn: EslConnection) -> None:
+        stamps = [_stamp(headers) for headers in batch]
+        self._pending_since = min((s for s in stamps if s), default=0.0)
         ops: list[Operation] = []
         kinds: Counter[str] = Counter()
         for index, headers in enumerate(batch):
@@ -257,16 +292,28 @@ class NodeWorker(threading.Thread):
             event = classify(headers)
             name = headers.get("Event-Name", "?")
             kinds[headers.get("Event-Subclass", name) if name == "CUSTOM" else name] += 1
-            if isinstance(event, RegistrationEvent | ChannelEvent):
+            if isinstance(event, ChannelEvent):
                 ops.append(event)
-            elif isinstance(event, Heartbeat):
-                pass
+                if self._run is not None:
+                    self._touched_uuids.add(event.uuid)
+            elif isinstance(event, RegistrationEvent):
+                ops.append(event)
+                if self._run is not None:
+                    self._touched_keys.add(event.owner.key(self.settings.key_with_domain))
         self._apply(ops)
+        applied = time.time()
+        self._pending_since = 0.0
         for kind, count in kinds.items():
             metrics.EVENTS.labels(self.address, kind).inc(count)
-        stamp = batch[-1].get("Event-Date-Timestamp", "")
-        if stamp.isdigit():
-            metrics.APPLY_LAG.labels(self.address).observe(max(0.0, time.time() - int(stamp) / 1e6))
+        lag = metrics.APPLY_LAG.labels(self.address)
+        for stamp in stamps:  # every event, not one per batch: the histogram tells the truth
+            if stamp:
+                lag.observe(max(0.0, applied - stamp))
+
+    def oldest_unapplied(self) -> float:
+        """Seconds since the oldest event read and not yet applied was stamped (0: none)."""
+        since = self._pending_since
+        return max(0.0, time.time() - since) if since else 0.0
 
     def _check_core_uuid(
         self, core: str, ops: list[Operation], conn: EslConnection
@@ -276,7 +323,9 @@ class NodeWorker(threading.Thread):
             metrics.RESTARTS.labels(self.address).inc()
             self._apply(ops)
             self.core_uuid = core
-            self.reconcile(conn)
+            if self._run is not None:
+                self._run.discard = True  # it may have read the tables before the restart
+            self.start_reconcile()
             return []
         if core:
             self.core_uuid = core
@@ -289,59 +338,62 @@ class NodeWorker(threading.Thread):
 
     # -- reconcile ------------------------------------------------------------------------
 
-    def reconcile(self, conn: EslConnection) -> None:
-        """Bring this node's part of Redis to FreeSWITCH's own tables."""
-        profiles = reconcile.profile_names(conn.api("sofia", "xmlstatus"))
-        live_regs = []
-        for profile in profiles:
-            reply = conn.api("sofia", f"xmlstatus profile {profile} reg")
-            live_regs.extend(reconcile.registrations_of(profile, reply))
-        live_channels = reconcile.channels_of(conn.api("show", "channels as json"))
-        snapshot = self.store.snapshot()
-        syncs = reconcile.plan_registrations(
-            snapshot.devices, live_regs, self.store.rules, int(time.time() * 1e6)
-        )
-        plan = reconcile.plan_channels(snapshot.channels, live_channels)
-        dumped: list[Operation] = []
-        for uuid in plan.to_dump:
-            self._renew_if_due()
-            reply = conn.api("uuid_dump", uuid)
-            if reply.startswith("-ERR"):
-                continue  # ended between the two commands
-            event = classify(parse_plain(reply))
-            if isinstance(event, ChannelEvent) and event.owner is not None:
-                dumped.append(event)
-        # Entries nothing backs go last: what reconcile just added is not stale.
-        stale: list[Operation] = [
-            *(StaleRegistration(key) for key in snapshot.stale_registrations),
-            *(StaleCall(key, uuid) for key, uuid in snapshot.stale_calls),
-        ]
-        ops: list[Operation] = [*syncs, *plan.gone, *dumped, *stale]
+    def start_reconcile(self) -> None:
+        """Read FreeSWITCH's tables beside the event stream (one run at a time: asked for
+        during a run, another starts when it is merged)."""
+        if self._run is not None:
+            self._again = True
+            return
+        self._again = False
+        self._touched_uuids, self._touched_keys = set(), set()
+        self._run = ReconcileRun(self.node, self.connect, self.store)
+        self._run.start()
+
+    def _merge_reconcile(self) -> bool:
+        """Apply a finished reconcile's corrections (minus what live events changed since
+        it began); ``True`` when one was merged."""
+        run = self._run
+        if run is None or not run.done.is_set():
+            return False
+        self._run = None
+        if run.error is not None:
+            raise run.error
+        if run.discard:
+            self.start_reconcile()
+            return False
+        found = run.corrections
+        ops = reconcile.untouched(found.operations, self._touched_uuids, self._touched_keys)
+        self._touched_uuids, self._touched_keys = set(), set()
         for start in range(0, len(ops), RECONCILE_CHUNK):
-            self._renew_if_due()
+            self._check_lease()
             self._apply(ops[start : start + RECONCILE_CHUNK])
-        for sync in syncs:
-            if sync.remove:
-                metrics.RECONCILE_CORRECTIONS.labels(self.address, "registration", "delete").inc(
-                    len(sync.remove)
-                )
-            if sync.add:
-                metrics.RECONCILE_CORRECTIONS.labels(self.address, "registration", "set").inc(
-                    len(sync.add)
-                )
-        if plan.gone:
-            metrics.RECONCILE_CORRECTIONS.labels(self.address, "call", "delete").inc(len(plan.gone))
-        if dumped:
-            metrics.RECONCILE_CORRECTIONS.labels(self.address, "call", "set").inc(len(dumped))
-        if stale:
-            metrics.RECONCILE_CORRECTIONS.labels(self.address, "stale", "delete").inc(len(stale))
+        self._count_corrections(ops)
         self.reconciles += 1
         log.info(
             "reconciled with FreeSWITCH",
             extra={
                 "node": self.address,
-                "registrations": len(live_regs),
-                "channels": len(live_channels),
+                "registrations": found.registrations,
+                "channels": found.channels,
                 "corrections": len(ops),
             },
         )
+        if self._again:
+            self.start_reconcile()
+        return True
+
+    def _count_corrections(self, ops: Sequence[Operation]) -> None:
+        counts: Counter[tuple[str, str]] = Counter()
+        for op in ops:
+            if isinstance(op, DeviceSync):
+                counts["registration", "delete"] += len(op.remove)
+                counts["registration", "set"] += len(op.add)
+            elif isinstance(op, ChannelGone):
+                counts["call", "delete"] += 1
+            elif isinstance(op, ChannelEvent):
+                counts["call", "set"] += 1
+            elif isinstance(op, StaleRegistration | StaleCall):
+                counts["stale", "delete"] += 1
+        for (kind, op_name), count in counts.items():
+            if count:
+                metrics.RECONCILE_CORRECTIONS.labels(self.address, kind, op_name).inc(count)

@@ -56,6 +56,41 @@ def frame_headers(frame: bytes) -> dict[str, str]:
     return headers
 
 
+_A_LEG_EVENTS = (2, 5, 6)
+"""The captured A-leg's CHANNEL_CREATE, CHANNEL_ANSWER, CHANNEL_HANGUP_COMPLETE (003,
+006, 007): an extension's call out, answered, hung up."""
+
+
+def call_events(
+    uuid_: str, extension: str = "1000", domain: str = "127.0.0.1"
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """A fresh call of ``extension`` (create, answer, hangup) built from the captured
+    frames: only the uuid and the extension differ. Stamp ``Event-Date-Timestamp`` (µs)
+    when sending it (:func:`stamped`)."""
+    frames = fixture_frames()
+    built = []
+    for index in _A_LEG_EVENTS:
+        headers = frame_headers(frames[index])
+        for name, value in list(headers.items()):
+            if value == _CAPTURED_A_LEG:
+                headers[name] = uuid_
+        headers["variable_user_name"] = extension
+        headers["variable_domain_name"] = domain
+        headers["Caller-Username"] = extension
+        headers["Caller-Caller-ID-Number"] = extension
+        headers["Channel-Presence-ID"] = f"{extension}@{domain}"
+        built.append(headers)
+    return built[0], built[1], built[2]
+
+
+def stamped(headers: Mapping[str, str]) -> dict[str, str]:
+    """The event with ``Event-Date-Timestamp`` = now (µs), as FreeSWITCH stamps it."""
+    return {**headers, "Event-Date-Timestamp": str(time.time_ns() // 1000)}
+
+
+_CAPTURED_A_LEG = "0b7b74e2-c831-4fcf-b4c2-07630968a707"
+
+
 class _Client:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -76,6 +111,8 @@ class FakeFreeSwitch:
         self.api_replies: dict[str, ApiReply] = {}
         self.commands: list[str] = []
         self.connections = 0
+        self.sent = 0
+        """Events sent with :meth:`send_event` / :meth:`send_events` (to count against)."""
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
         self._listener = socket.socket()
@@ -143,9 +180,13 @@ class FakeFreeSwitch:
                 client.send(data)
 
     def send_event(self, headers: Mapping[str, str]) -> None:
-        stamped = dict(headers)
-        stamped["Core-UUID"] = self.core_uuid
-        self.send_raw(encode_event(stamped))
+        self.send_events([headers])
+
+    def send_events(self, events: Sequence[Mapping[str, str]]) -> None:
+        """Several events in one write (stamped with this server's Core-UUID)."""
+        frames = [encode_event({**headers, "Core-UUID": self.core_uuid}) for headers in events]
+        self.send_raw(b"".join(frames))
+        self.sent += len(frames)
 
     def send_frames(self, frames: list[bytes], restamp: bool = True) -> None:
         """Replay captured frames (re-stamped with this server's Core-UUID by default)."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from cti.config import CallTarget, EslNode, EventSettings, PublishTarget, parse_settings
-from tests.eslserver import fixture_frames, frame_headers
+from tests.eslserver import FakeFreeSwitch, fixture_frames, frame_headers
 from tests.support import SEED_DIR
 
 SEED_SETTINGS = parse_settings((SEED_DIR / "cti.json").read_text(), "seed cti.json")
@@ -50,3 +50,8 @@ def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def subscriptions(fs: FakeFreeSwitch) -> int:
+    """Event-socket connections that subscribed (reconcile's own connections do not)."""
+    return sum(1 for command in fs.commands if command.startswith("event plain"))

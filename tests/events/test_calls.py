@@ -6,7 +6,7 @@ import json
 
 from event_service import calls
 from event_service.events import ChannelEvent, classify
-from event_service.state import ChannelGone, ChannelRef, Rules, StateChange, StateView
+from event_service.state import CallUpdate, ChannelGone, ChannelRef, Rules, StateView
 from tests.events.helpers import A_LEG, B_LEG, SEED_FIELDS, captured
 from tests.support import SEED_DIR
 
@@ -116,11 +116,11 @@ def test_hung_up_uuid_object_goes_once_it_is_no_longer_current() -> None:
 
 
 def test_every_state_change_is_published_with_the_hash_value() -> None:
-    state = view()
+    state = StateView(Rules(NODE, fields=SEED_FIELDS, publish_calls=True), {}, {}, {})
     for index in range(2, 8):
         state.apply(channel(index))
-    published = [c for c in state.changes if isinstance(c, StateChange)]
-    assert [(c.field, json.loads(c.payload)["notify"]) for c in published] == [
+    published = [c for c in state.changes if isinstance(c, CallUpdate)]
+    assert [(c.field, json.loads(c.payload or "")["notify"]) for c in published] == [
         ("1000", "callout"),
         ("1001", "callin"),
         ("1001", "answer"),
@@ -128,7 +128,70 @@ def test_every_state_change_is_published_with_the_hash_value() -> None:
         ("1000", "hangup"),
         ("1001", "hangup"),
     ]
-    assert all(c.payload == c.value for c in published)
+    assert published[-1].payload == records_json(state)["1001"]
+
+
+def test_without_a_channel_or_list_no_whole_value_is_built_per_change() -> None:
+    state = view()
+    for index in range(2, 8):
+        state.apply(channel(index))
+    updates = [c for c in state.changes if isinstance(c, CallUpdate)]
+    assert len(updates) == 6
+    assert all(c.payload is None and c.whole is None for c in updates)
+
+
+def records_json(state: StateView) -> dict[str, str]:
+    return {key: record.to_json() for key, record in state.records.items() if record}
+
+
+def test_deltas_replay_to_the_stored_record_byte_for_byte() -> None:
+    """What a Watch client does with ``update`` entries gives exactly the stored value,
+    also from a record written by hand with objects that are neither current nor live."""
+    hand_written = json.dumps(
+        {
+            "username": "1000",
+            "current": "old",
+            "notify": "answer",
+            "stray": {"Caller-Destination-Number": "9"},
+            "old": {},
+            "live": {},
+            "activity": ["live", "old"],
+        }
+    )
+    start = calls.decode(hand_written)
+    state = StateView(Rules(NODE, fields=SEED_FIELDS), {}, {"1000": start}, {})
+    replayed: dict[str, calls.CallRecord | None] = {"1000": calls.decode(hand_written)}
+    second = dict(captured()[2], **{"Unique-ID": "second"})
+    events = [channel(2), classify(second), channel(5), channel(3), channel(6)]
+    for event in [*events, ChannelGone(A_LEG)]:
+        assert isinstance(event, ChannelEvent | ChannelGone)
+        state.apply(event)
+    for change in state.changes:
+        if isinstance(change, CallUpdate):
+            replayed[change.field] = calls.apply_delta(
+                replayed.get(change.field), json.loads(change.delta)
+            )
+    assert {k: r.to_json() for k, r in replayed.items() if r} == records_json(state)
+    final = json.loads(records_json(state)["1000"])
+    assert final["activity"] == ["live", "old", "second"] and "stray" not in final
+
+
+def test_an_events_cost_and_delta_do_not_grow_with_live_calls() -> None:
+    """The delta names one call; the record joins encoded fragments and is unchanged
+    whatever the event."""
+    sizes = []
+    for live in (10, 500):
+        record = calls.CallRecord("1000")
+        for number in range(live):
+            fields = {"Caller-Destination-Number": str(number)}
+            record._change(f"{number:036d}", "answer", fields, live=True)
+        event = channel(2)
+        after = calls.apply_event(record, "1000", event, SEED_FIELDS)
+        assert after is record
+        sizes.append(len(record.delta()))
+        assert json.loads(record.to_json())["activity"][-1] == A_LEG
+        assert len(json.loads(record.to_json())["activity"]) == live + 1
+    assert sizes[0] == sizes[1]
 
 
 def test_hangup_of_an_unknown_call_changes_nothing() -> None:

@@ -15,7 +15,15 @@ from cti import redis_keys
 from cti.config import CallTarget, EslNode, EventSettings, PublishTarget
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, encode_event, fixture_frames, frame_headers
-from tests.events.helpers import A_LEG, B_LEG, SEED_FIELDS, captured, settings, until
+from tests.events.helpers import (
+    A_LEG,
+    B_LEG,
+    SEED_FIELDS,
+    captured,
+    settings,
+    subscriptions,
+    until,
+)
 from tests.support import RedisServer
 
 
@@ -96,17 +104,24 @@ def test_captured_stream_yields_the_seed_shapes(
     assert [(e["kind"], e["op"], e["key"]) for e in log] == [
         ("registration", "set", "1000"),
         ("registration", "set", "1001"),
-        ("call", "set", "1000"),
-        ("call", "set", "1001"),
-        ("call", "set", "1001"),
-        ("call", "set", "1000"),
-        ("call", "set", "1000"),
-        ("call", "set", "1001"),
+        ("call", "update", "1000"),
+        ("call", "update", "1001"),
+        ("call", "update", "1001"),
+        ("call", "update", "1000"),
+        ("call", "update", "1000"),
+        ("call", "update", "1001"),
         ("registration", "delete", "1000"),
         ("registration", "set", "1001"),
         ("registration", "delete", "1001"),
     ]
     assert all(e["node"] == fs.address for e in log)
+    assert json.loads(log[7]["value"]) == {  # what the change did, not the whole record
+        "username": "1001",
+        "current": B_LEG,
+        "notify": "hangup",
+        "call": json.loads(client.hget("calls", "1001") or "")[B_LEG],
+        "active": False,
+    }
     assert log[-1]["value"] == ""
     assert json.loads(log[-2]["value"])["call-id"] == "1-3431@127.0.0.1"
 
@@ -238,13 +253,12 @@ def test_periodic_reconcile_removes_what_freeswitch_dropped_silently(
         until(running.connected.is_set, what="connected")
         fs.send_frames(frames[:2])  # 1000 and 1001 register
         until(lambda: client.hlen("registrations") == 2, what="registrations")
-        connects = fs.connections
         fs.set_state(
             registrations={"internal": [{"user": "1001@127.0.0.1", "call-id": "1-3370@127.0.0.1"}]},
             channels=[],
         )
         until(lambda: client.hkeys("registrations") == ["1001"], what="periodic reconcile")
-        assert fs.connections == connects  # no reconnect: the periodic reconcile did it
+        assert subscriptions(fs) == 1  # no reconnect: the periodic reconcile did it
 
 
 def test_reconcile_adds_what_began_while_away(
@@ -382,7 +396,7 @@ def test_reconcile_removes_entries_nothing_backs(
     assert record["notify"] == "hangup" and record["activity"] == []
     assert [(e["kind"], e["op"], e["key"]) for e in stream(client)] == [
         ("registration", "delete", "1000"),
-        ("call", "set", "1001"),
+        ("call", "update", "1001"),
     ]
 
 
@@ -400,7 +414,7 @@ def test_corrupt_frame_reconnects_and_reconciles(
         fs.send_raw(b"Content-Type: text/unknown\n\n")
         until(lambda: running.reconciles > done, what="reconcile after the corrupt frame")
     assert client.hkeys("registrations") == ["1001"]
-    assert fs.connections == 2
+    assert subscriptions(fs) == 2
 
 
 def test_events_read_just_before_the_socket_closes_are_applied(
@@ -452,3 +466,27 @@ def test_a_flush_cut_off_by_a_disconnect_becomes_a_whole_cache_flush(
             timeout=5,
             what="whole-cache flush after the reconnect",
         )
+
+
+def test_lag_is_observed_for_every_event_and_the_oldest_unapplied_one_is_a_gauge(
+    fs: FakeFreeSwitch, client: redis.Redis, redis_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from tests.eslserver import call_events, stamped
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"node": fs.address}) or 0.0
+
+    with worker(redis_url, node_of(fs), settings((node_of(fs),))) as running:
+        until(running.connected.is_set, what="connected")
+        before = sample("cti_events_apply_lag_seconds_count")
+        events = [stamped(e) for n in range(40) for e in call_events(f"lag-{n}")]
+        fs.send_events(events)  # one write: batches of many events
+        until(
+            lambda: sample("cti_events_apply_lag_seconds_count") - before == len(events),
+            what="one observation per event",
+        )
+        assert sample("cti_events_oldest_unapplied_seconds") == 0.0  # everything applied
+        running._pending_since = 1.0  # as if an event stamped long ago were being applied
+        assert sample("cti_events_oldest_unapplied_seconds") > 1e9

@@ -86,9 +86,37 @@ def event_service(
 ) -> Iterator[Path]:
     """Yields the service's log path once its metrics port answers. ``gui`` is its cti.json's
     ``gui`` section (hash names...); ``grpc_port``/``api_token`` for calling its API."""
+    with event_service_process(
+        redis_url,
+        esl_address,
+        redis_password,
+        gui=gui,
+        grpc_port=grpc_port,
+        api_token=api_token,
+    ) as (_, log):
+        yield log
+
+
+@contextmanager
+def event_service_process(
+    redis_url: str,
+    esl_address: str,
+    redis_password: str = "",
+    *,
+    gui: Mapping[str, object] | None = None,
+    grpc_port: int | None = None,
+    api_token: str = "",
+    events: Mapping[str, object] | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """:func:`event_service`, also yielding the process (to signal it); ``events``
+    overrides keys of its cti.json's ``events`` section."""
     metrics_port = free_port()
     config: dict[str, object] = {
-        "events": {"metrics_listen": f"127.0.0.1:{metrics_port}", "lease_seconds": 3}
+        "events": {
+            "metrics_listen": f"127.0.0.1:{metrics_port}",
+            "lease_seconds": 3,
+            **(events or {}),
+        }
     }
     if gui is not None:
         config["gui"] = gui
@@ -103,4 +131,4 @@ def event_service(
         env["CTI_API_TOKEN"] = api_token
     with _process("event_service", config, env) as (process, log):
         _wait_listening(process, metrics_port, log)
-        yield log
+        yield process, log
