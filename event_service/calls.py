@@ -4,8 +4,10 @@
      "<uuid>": {<configured fields>}, "activity": ["<uuid>", ...]}
 
 ``current`` is the uuid that changed last, ``notify`` its state (``callout`` for a call the
-extension places, ``callin`` for one ringing it, ``answer``, ``hangup``), ``activity`` the live
-calls. A hung-up call leaves ``activity`` at once; its uuid object stays while it is
+extension places -- including a leg the call-control API's ``Originate`` rings it with --,
+``callin`` for one ringing it, ``answer``, ``hangup``), ``activity`` the live calls. Field
+values are the current ones: a bridge, a callee update or a transfer (``update`` events)
+refreshes a live call's fields. A hung-up call leaves ``activity`` at once; its uuid object stays while it is
 ``current`` (so a GUI can show the hangup and its fields) and goes with the next change.
 An extension whose last call ended keeps its record (``notify: hangup``) until its next call.
 """
@@ -84,8 +86,16 @@ def apply_event(
     known = event.uuid in record.activity or event.uuid in record.calls
     if event.action == "hangup" and not known:
         return None
+    if event.action == "update" and event.uuid not in record.activity:
+        return None  # a field update is for a live call the record has, nothing else
     calls = dict(record.calls)
     calls[event.uuid] = pick_fields(event.headers, fields, record.calls.get(event.uuid, {}))
+    if (
+        event.action == "update"
+        and calls[event.uuid] == record.calls.get(event.uuid)
+        and (event.uuid, event.notify) == (record.current, record.notify)
+    ):
+        return None  # changes no recorded field: no write, no Watch event
     activity = record.activity
     if event.action == "hangup":
         activity = tuple(u for u in activity if u != event.uuid)
