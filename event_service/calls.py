@@ -7,8 +7,9 @@
 extension places -- including a leg the call-control API's ``Originate`` rings it with --,
 ``callin`` for one ringing it, ``answer``, ``hangup``), ``activity`` the live calls. Field
 values are the current ones: a bridge, a callee update or a transfer (``update`` events)
-refreshes a live call's fields. A hung-up call leaves ``activity`` at once; its uuid object stays while it is
-``current`` (so a GUI can show the hangup and its fields) and goes with the next change.
+refreshes a live call's fields. A hung-up call leaves ``activity`` at once; its uuid
+object stays while it is ``current`` (so a GUI can show the hangup and its fields) and
+goes with the next change.
 An extension whose last call ended keeps its record (``notify: hangup``) until its next call.
 """
 

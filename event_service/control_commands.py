@@ -241,7 +241,9 @@ def eavesdrop(
         values["eavesdrop_whisper_aleg"] = "true"
     if mode == "barge":
         values["eavesdrop_whisper_bleg"] = "true"
-    return Command("originate", f"{_variables(values)}user/{user}@{user_domain} &eavesdrop({target})")
+    return Command(
+        "originate", f"{_variables(values)}user/{user}@{user_domain} &eavesdrop({target})"
+    )
 
 
 def _leg_variables(

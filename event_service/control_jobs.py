@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid as uuid_module
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from event_service.control_commands import Command
@@ -32,6 +33,9 @@ class Job:
     """The BACKGROUND_JOB body (``+OK ...`` / ``-ERR ...``)."""
     failure: str = ""
     """:data:`NOT_SENT` or :data:`LOST` when the connection failed the job."""
+    on_settled: Callable[[Job], None] | None = field(default=None, repr=False)
+    """Called (on the worker thread) once the job is finished or failed: e.g. to log an
+    Originate's outcome, which its caller does not wait for."""
     _accepted: threading.Event = field(default_factory=threading.Event, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -41,13 +45,17 @@ class Job:
 
     def finished(self, body: str) -> None:
         self.result = body
-        self._accepted.set()
-        self._done.set()
+        self._settle()
 
     def failed(self, why: str) -> None:
         self.failure = why
+        self._settle()
+
+    def _settle(self) -> None:
         self._accepted.set()
         self._done.set()
+        if self.on_settled is not None:
+            self.on_settled(self)
 
     @property
     def settled(self) -> bool:

@@ -48,7 +48,9 @@ class EventHeaders(Mapping[str, str]):
             # The SWIG function itself, not its Python wrapper: this is the hot path.
             value: str | None = (
                 # The body (a BACKGROUND_JOB's result), named as FreeSWITCH's JSON names it.
-                self._event.getBody() if name == "_body" else _ESL.ESLevent_getHeader(self._event, name)
+                self._event.getBody()
+                if name == "_body"
+                else _ESL.ESLevent_getHeader(self._event, name)
             )
             self._seen[name] = value
             return value

@@ -38,6 +38,16 @@ CORRUPT_FRAMES = Counter(
     ["node"],
 )
 FLUSHES = Counter("cti_events_xml_flush_total", "xml_flush_cache commands sent", ["node"])
+CONTROL_CALLS = Counter(
+    "cti_call_control_total",
+    "Call-control API calls, by method and outcome (gRPC status code name)",
+    ["method", "outcome"],
+)
+CONTROL_JOBS = Counter(
+    "cti_call_control_jobs_total",
+    "bgapi jobs sent for call control, by node, command and result (ok/error/lost)",
+    ["node", "command", "result"],
+)
 
 
 def serve(listen: str) -> None:
