@@ -7,6 +7,7 @@ the offending key, so a bad deploy fails at start instead of at the first call.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -52,11 +53,35 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class TokenScope:
+    """What one API token may do. A plain string in ``grpc.tokens`` has full access; an
+    object ``{"token": ..., "name": "crm", "read_only": true, "domains": ["a.example"]}``
+    is limited to Get/List/Watch (``read_only``) and/or to those SIP domains."""
+
+    name: str = ""
+    """Who, for logs (never the token itself)."""
+    read_only: bool = False
+    domains: tuple[str, ...] = ()
+    """Empty = every domain."""
+
+    def allows_domain(self, domain: str) -> bool:
+        return not self.domains or domain.lower() in self.domains
+
+
+FULL_ACCESS = TokenScope("full-access")
+
+
+@dataclass(frozen=True)
 class GrpcSettings:
     listen: str
     tokens: tuple[str, ...] = field(default=(), repr=False)
     tls_cert: str = ""
     tls_key: str = ""
+    scopes: Mapping[str, TokenScope] = field(default_factory=dict, repr=False)
+    """token -> its limits, for the tokens configured as objects (others: full access)."""
+
+    def scope_of(self, token: str) -> TokenScope:
+        return self.scopes.get(token, FULL_ACCESS)
 
 
 @dataclass(frozen=True)
@@ -97,6 +122,16 @@ class CallTarget(PublishTarget):
 
 
 @dataclass(frozen=True)
+class ControlSettings:
+    """The call-control API (``cti.v1.CallControlService``)."""
+
+    context: str = "default"
+    """Dialplan context of Originate/Transfer destinations when a request names none."""
+    recordings_dir: str = "/var/lib/freeswitch/recordings"
+    """StartRecording writes only under this directory (a path on the FreeSWITCH host)."""
+
+
+@dataclass(frozen=True)
 class EventSettings:
     grpc: GrpcSettings = GrpcSettings(DEFAULT_GRPC_LISTEN["events"])
     nodes: tuple[EslNode, ...] = (EslNode("127.0.0.1"),)
@@ -113,6 +148,7 @@ class EventSettings:
     # Reconcile with FreeSWITCH this often while connected (0 = only on (re)connect): the
     # safety net for events FreeSWITCH dropped without closing the socket (slow reader).
     reconcile_interval: float = 300.0
+    control: ControlSettings = ControlSettings()
 
 
 @dataclass(frozen=True)
@@ -290,11 +326,13 @@ def _from_document(document: Mapping[str, Any], source: str, text: str) -> Setti
 
 
 def _grpc_settings(section: _Section, service: ServiceName) -> GrpcSettings:
+    tokens, scopes = _tokens(section)
     grpc = GrpcSettings(
         listen=_address(section, "listen", DEFAULT_GRPC_LISTEN[service]),
-        tokens=section.strings("tokens"),
+        tokens=tokens,
         tls_cert=section.get("tls_cert", str, ""),
         tls_key=section.get("tls_key", str, ""),
+        scopes=scopes,
     )
     if any(not token.strip() for token in grpc.tokens):
         # An empty token would admit "authorization: Bearer" with none.
@@ -303,6 +341,33 @@ def _grpc_settings(section: _Section, service: ServiceName) -> GrpcSettings:
         section._fail(section.path, "tls_cert and tls_key go together")
     section.close()
     return grpc
+
+
+def _tokens(section: _Section) -> tuple[tuple[str, ...], dict[str, TokenScope]]:
+    """``tokens``: strings (full access) and/or scoped-token objects (:class:`TokenScope`)."""
+    raw = section.get("tokens", list, [])
+    tokens: list[str] = []
+    scopes: dict[str, TokenScope] = {}
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            tokens.append(item)
+            continue
+        entry = _Section(item, section.source, f"{section._key('tokens')}[{index}]", section.text)
+        token = entry.get("token", str, "")
+        if not token.strip():
+            entry._fail(entry._key("token"), "is required and must not be empty")
+        domains = tuple(d.lower() for d in entry.strings("domains"))
+        if any(not d.strip() for d in domains):
+            entry._fail(entry._key("domains"), "a domain must not be empty")
+        digest = hashlib.sha256(token.encode()).hexdigest()[:8]
+        scopes[token] = TokenScope(
+            name=entry.get("name", str, "") or f"token-{digest}",
+            read_only=entry.get("read_only", bool, False),
+            domains=domains,
+        )
+        entry.close()
+        tokens.append(token)
+    return tuple(tokens), scopes
 
 
 def _directory_settings(section: _Section) -> DirectorySettings:
@@ -363,11 +428,37 @@ def _event_settings(section: _Section, gui: _Section) -> EventSettings:
         metrics_listen=_address(section, "metrics_listen", EventSettings().metrics_listen),
         heartbeat_timeout=float(section.get("heartbeat_timeout", float, 60.0)),
         reconcile_interval=float(section.get("reconcile_interval", float, 300.0)),
+        control=_control_settings(section.section("control")),
     )
+    if any(scope.domains for scope in settings.grpc.scopes.values()) and not (
+        settings.key_with_domain
+    ):
+        section._fail(
+            section._key("grpc.tokens"),
+            'tokens limited to domains need registration_key "extension@domain" (plain '
+            "extension keys do not say which domain a registration or call is in)",
+        )
     if settings.reconcile_interval < 0:
         section._fail(section._key("reconcile_interval"), "must be 0 (off) or positive")
     if settings.lease_seconds <= 0 or settings.heartbeat_timeout <= 0:
         section._fail(section.path, "lease_seconds and heartbeat_timeout must be positive")
+    section.close()
+    return settings
+
+
+def _control_settings(section: _Section) -> ControlSettings:
+    defaults = ControlSettings()
+    settings = ControlSettings(
+        context=section.get("context", str, defaults.context),
+        recordings_dir=section.get("recordings_dir", str, defaults.recordings_dir),
+    )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", settings.context):
+        section._fail(section._key("context"), "must be letters, digits and _ . - (1-64)")
+    if not re.fullmatch(r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+", settings.recordings_dir):
+        section._fail(
+            section._key("recordings_dir"),
+            "must be an absolute path of letters, digits and _ . - segments",
+        )
     section.close()
     return settings
 

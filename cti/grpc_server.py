@@ -4,8 +4,11 @@ What every service gets from :func:`build_server`:
 
 - **Bearer-token auth**: each call must carry ``authorization: Bearer <token>`` metadata
   matching one of ``GrpcSettings.tokens`` (constant-time compare); otherwise the call ends
-  with ``UNAUTHENTICATED`` before the servicer runs. The standard health service and server
-  reflection are exempt, so Kubernetes probes and ``grpcurl list`` work without a token.
+  with ``UNAUTHENTICATED`` before the servicer runs. A read-only token (``TokenScope``)
+  calling anything but Get/List/Watch ends with ``PERMISSION_DENIED`` (``READ_ONLY_TOKEN``);
+  domain limits are the servicers' to check (:func:`caller_scope`, :func:`check_domain`).
+  The standard health service and server reflection are exempt, so Kubernetes probes
+  and ``grpcurl list`` work without a token.
   With *no* tokens configured the server is open, and therefore refuses to start
   (:class:`cti.config.ConfigError`) unless it listens on a loopback address only.
 - **Health** (``grpc.health.v1``): overall status ``""`` and each named service SERVING
@@ -46,7 +49,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from cti.config import ConfigError, GrpcSettings, split_address
+from cti.config import FULL_ACCESS, ConfigError, GrpcSettings, TokenScope, split_address
 from cti.startup import ensure_port_free
 
 log = logging.getLogger(__name__)
@@ -175,42 +178,104 @@ def _service_of(method: str) -> str:
     return method.strip("/").partition("/")[0]
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Rejects calls without a valid ``authorization: Bearer <token>`` (UNAUTHENTICATED),
-    except to ``exempt`` services. With no tokens, every call passes (loopback-only use)."""
+READ_METHOD_PREFIXES = ("Get", "List", "Watch", "BatchGet", "Search")
+"""AIP standard read methods: what a read-only token may call."""
 
-    def __init__(
-        self, tokens: Iterable[str], domain: str, exempt: Sequence[str] = EXEMPT_SERVICES
-    ) -> None:
-        self._tokens = tuple(t.encode() for t in tokens)
-        self._domain = domain
-        self._exempt = frozenset(exempt)
 
-    def accepts(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
+def is_read_method(method: str) -> bool:
+    """``/cti.v1.EventService/ListRegistrations`` -> True."""
+    return method.rpartition("/")[2].startswith(READ_METHOD_PREFIXES)
+
+
+class TokenTable:
+    """The configured bearer tokens and their scopes (constant-time compare). With no
+    tokens at all, everyone has full access (a loopback-only server)."""
+
+    def __init__(self, tokens: Iterable[str], scopes: Mapping[str, TokenScope]) -> None:
+        self.restricted = any(s.read_only or s.domains for s in scopes.values())
+        self._tokens = tuple((t.encode(), scopes.get(t, FULL_ACCESS)) for t in tokens)
+
+    def scope(self, metadata: Iterable[tuple[str, str | bytes]]) -> TokenScope | None:
+        """The scope of the call's ``authorization: Bearer`` token, ``None`` if invalid."""
         if not self._tokens:
-            return True
+            return FULL_ACCESS
         for key, value in metadata:
             if key.lower() != "authorization":
                 continue
             text = value.decode(errors="replace") if isinstance(value, bytes) else value
             scheme, _, token = text.strip().partition(" ")
-            if scheme.lower() == "bearer" and any(
-                hmac.compare_digest(token.strip().encode(), known) for known in self._tokens
-            ):
-                return True
-        return False
+            if scheme.lower() != "bearer":
+                continue
+            offered = token.strip().encode()
+            found = None
+            for known, scope in self._tokens:  # compare with all: no early exit to time
+                if hmac.compare_digest(offered, known):
+                    found = scope
+            if found is not None:
+                return found
+        return None
+
+
+NO_ACCESS = TokenScope("unauthenticated", read_only=True, domains=("-",))
+
+
+def caller_scope(context: grpc.ServicerContext, table: TokenTable) -> TokenScope:
+    """The scope of the token this call came with (the interceptor already checked it)."""
+    return table.scope(context.invocation_metadata() or ()) or NO_ACCESS
+
+
+def domain_denied(scope: TokenScope, domain: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "DOMAIN_NOT_ALLOWED",
+        f"this token ({scope.name}) is not allowed on domain {domain!r}",
+        metadata={"domain": domain},
+    )
+
+
+def check_domain(scope: TokenScope, domain: str) -> None:
+    """PERMISSION_DENIED unless ``scope`` covers ``domain``."""
+    if not scope.allows_domain(domain):
+        raise domain_denied(scope, domain)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Rejects calls without a valid ``authorization: Bearer <token>`` (UNAUTHENTICATED),
+    except to ``exempt`` services. With no tokens, every call passes (loopback-only use)."""
+
+    def __init__(
+        self,
+        tokens: Iterable[str],
+        domain: str,
+        exempt: Sequence[str] = EXEMPT_SERVICES,
+        scopes: Mapping[str, TokenScope] | None = None,
+    ) -> None:
+        self._table = TokenTable(tokens, scopes or {})
+        self._domain = domain
+        self._exempt = frozenset(exempt)
+
+    def accepts(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
+        return self._table.scope(metadata) is not None
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None or _service_of(details.method) in self._exempt:
             return handler
-        if self.accepts(details.invocation_metadata or ()):
+        scope = self._table.scope(details.invocation_metadata or ())
+        if scope is not None and (not scope.read_only or is_read_method(details.method)):
             return handler
-        error = ApiError(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "INVALID_TOKEN",
-            "missing or invalid bearer token (metadata 'authorization: Bearer <token>')",
-        )
+        if scope is None:
+            error = ApiError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "INVALID_TOKEN",
+                "missing or invalid bearer token (metadata 'authorization: Bearer <token>')",
+            )
+        else:
+            error = ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "READ_ONLY_TOKEN",
+                f"this token ({scope.name}) may only read (Get/List/Watch)",
+            )
         domain = self._domain
 
         def deny(behaviour: Behaviour, streaming: bool) -> Behaviour:
@@ -353,7 +418,7 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[
-            BearerTokenInterceptor(settings.tokens, error_domain),
+            BearerTokenInterceptor(settings.tokens, error_domain, scopes=settings.scopes),
             ErrorMappingInterceptor(error_domain),
         ],
         # No SO_REUSEPORT: a second process on the same port must fail to bind, not

@@ -134,3 +134,10 @@ def node_lease(node_address: str, registration_hash: str) -> str:
     (``SET NX PX``, renewed; deleted/extended only by its owner). ``cti:events:lease:<node>``
     or, with a tagged registration hash, ``{X}:events:lease:<node>``."""
     return f"{_events_prefix(registration_hash)}:lease:{node_address}"
+
+
+def control_request(call_hash: str, request_id: str) -> str:
+    """String, expiring (10 min): the first result of a call-control request with this
+    ``request_id`` (Originate/Eavesdrop retries return it and dial nothing). In the call
+    hash's slot (``{calls}:control:request:<id>``)."""
+    return _derived(call_hash, f"control:request:{request_id}")

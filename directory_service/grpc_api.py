@@ -16,8 +16,8 @@ import grpc
 from google.protobuf import empty_pb2
 
 from cti import redis_client
-from cti.config import Settings
-from cti.grpc_server import build_server
+from cti.config import Settings, TokenScope
+from cti.grpc_server import ApiError, TokenTable, build_server, caller_scope, check_domain
 from cti.v1 import directory_pb2, directory_pb2_grpc
 from directory_service import messages, validation
 from directory_service.errors import invalid_argument
@@ -43,21 +43,45 @@ def _deadline(context: Context) -> float | None:
 
 
 class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore[misc]
-    def __init__(self, store: DirectoryStore, store_a1_hash: bool) -> None:
+    def __init__(
+        self, store: DirectoryStore, store_a1_hash: bool, tokens: TokenTable | None = None
+    ) -> None:
         self.store = store
         self.store_a1_hash = store_a1_hash
+        self.tokens = tokens or TokenTable((), {})
+
+    # -- token scopes: a domain-limited token works only on its domains -------------------
+
+    def _allow(self, context: Context, domain: str) -> TokenScope:
+        scope = caller_scope(context, self.tokens)
+        if domain != validation.ALL_DOMAINS:
+            check_domain(scope, domain)
+        return scope
+
+    def _all_domains(self, context: Context, what: str) -> TokenScope:
+        """Templates are shared by every domain: only an unlimited token may write them."""
+        scope = caller_scope(context, self.tokens)
+        if scope.domains:
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "DOMAIN_NOT_ALLOWED",
+                f"this token ({scope.name}) is limited to some domains; {what} affects all",
+            )
+        return scope
 
     # -----------------------------------------------------------------------------------
     # Extensions
 
     def GetExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
         domain, extension_id = validation.parse_extension_name(request.name, "name")
+        self._allow(context, domain)
         return messages.extension_message(self.store.get_extension(domain, extension_id))
 
     def ListExtensions(
         self, request: Any, context: Context
     ) -> directory_pb2.ListExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent", allow_all=True)
+        scope = self._allow(context, domain)
         template = (
             validation.parse_template_name(request.template, "template", allow_bare=True)
             if request.template
@@ -74,7 +98,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
             request.id_prefix,
         )
         return directory_pb2.ListExtensionsResponse(
-            extensions=[messages.extension_message(e) for e in page],
+            extensions=[
+                messages.extension_message(e) for e in page if scope.allows_domain(e.domain)
+            ],
             next_page_token=messages.encode_token(query, next_position) if next_position else "",
         )
 
@@ -96,6 +122,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
 
     def CreateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
         domain = validation.parse_domain_name(request.parent, "parent")
+        self._allow(context, domain)
         extension_id = validation.check_extension_id(request.extension_id, "extension_id")
         entry, generated = self._new_extension(domain, extension_id, request.extension, "extension")
         (stored,) = self.store.create_extensions(
@@ -107,6 +134,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
         self, request: Any, context: Context
     ) -> directory_pb2.BatchCreateExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent")
+        self._allow(context, domain)
         has_range = request.HasField("range")
         if has_range == bool(request.requests):
             raise invalid_argument("requests", "give either requests or range (exactly one)")
@@ -157,6 +185,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
     def UpdateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
         message = request.extension
         domain, extension_id = validation.parse_extension_name(message.name, "extension.name")
+        self._allow(context, domain)
         paths = messages.mask_paths(request.update_mask.paths, message, EXTENSION_PATHS)
         incoming = messages.entry_from_message(message, "extension", with_template=True)
         validation.check_extension_input(incoming, "extension")
@@ -180,6 +209,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
 
     def DeleteExtension(self, request: Any, context: Context) -> empty_pb2.Empty:
         domain, extension_id = validation.parse_extension_name(request.name, "name")
+        self._allow(context, domain)
         self.store.delete_extension(domain, extension_id, request.etag, _deadline(context))
         return empty_pb2.Empty()
 
@@ -200,6 +230,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
         )
 
     def CreateExtensionTemplate(self, request: Any, context: Context) -> Any:
+        self._all_domains(context, "a template")
         template = validation.check_template_id(
             request.extension_template_id, "extension_template_id"
         )
@@ -209,6 +240,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
         return messages.template_message(stored)
 
     def UpdateExtensionTemplate(self, request: Any, context: Context) -> Any:
+        self._all_domains(context, "a template")
         message = request.extension_template
         template = validation.parse_template_name(message.name, "extension_template.name")
         paths = messages.mask_paths(request.update_mask.paths, message, SETTINGS_PATHS)
@@ -220,6 +252,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
         return messages.template_message(stored)
 
     def DeleteExtensionTemplate(self, request: Any, context: Context) -> empty_pb2.Empty:
+        self._all_domains(context, "a template")
         template = validation.parse_template_name(request.name, "name")
         self.store.delete_template(template, request.etag, _deadline(context))
         return empty_pb2.Empty()
@@ -243,19 +276,22 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
 
     def GetDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
         domain = validation.parse_domain_name(request.name, "name")
+        self._allow(context, domain)
         return messages.domain_message(self.store.get_domain(domain))
 
     def ListDomains(self, request: Any, context: Context) -> directory_pb2.ListDomainsResponse:
         size = messages.page_size(request.page_size)
         position = messages.decode_token(request.page_token, {"list": "domains"}, 1)
         page, last = self.store.list_domains(position[0] if position else "", size)
+        scope = caller_scope(context, self.tokens)
         return directory_pb2.ListDomainsResponse(
-            domains=[messages.domain_message(d) for d in page],
+            domains=[messages.domain_message(d) for d in page if scope.allows_domain(d.domain)],
             next_page_token=messages.encode_token({"list": "domains"}, [last]) if last else "",
         )
 
     def CreateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
         domain = validation.check_domain(request.domain_id, "domain_id")
+        self._allow(context, domain)
         entry = messages.entry_from_message(request.domain, "domain")
         validation.check_domain_settings(entry, "domain")
         return messages.domain_message(self.store.create_domain(domain, entry, _deadline(context)))
@@ -263,6 +299,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
     def UpdateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
         message = request.domain
         domain = validation.parse_domain_name(message.name, "domain.name")
+        self._allow(context, domain)
         paths = messages.mask_paths(request.update_mask.paths, message, DOMAIN_PATHS)
         incoming = messages.entry_from_message(message, "domain")
         change = self._settings_change(incoming, paths, validation.check_domain_settings, "domain")
@@ -271,6 +308,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore
 
     def DeleteDomain(self, request: Any, context: Context) -> empty_pb2.Empty:
         domain = validation.parse_domain_name(request.name, "name")
+        self._allow(context, domain)
         self.store.delete_domain(domain, request.etag, _deadline(context))
         return empty_pb2.Empty()
 
@@ -280,7 +318,12 @@ def create_grpc_server(settings: Settings, **options: Any) -> grpc.Server:
     ``server.stop(grace)`` reports NOT_SERVING, then drains (see :mod:`cti.grpc_server`).
     Options go to :func:`cti.grpc_server.build_server` (``max_workers``, ``options``)."""
     store = DirectoryStore(redis_client.connect(settings.redis_url))
-    api = DirectoryApi(store, settings.directory.store_a1_hash)
+    grpc_settings = settings.directory.grpc
+    api = DirectoryApi(
+        store,
+        settings.directory.store_a1_hash,
+        TokenTable(grpc_settings.tokens, grpc_settings.scopes),
+    )
     options.setdefault(
         "options",
         [

@@ -59,7 +59,7 @@ class EventService:
 
     def start(self) -> None:
         # Bind first: a taken port refuses the start before any FreeSWITCH is touched.
-        self.grpc_server = _grpc_server(self.settings)
+        self.grpc_server = _grpc_server(self.settings, {w.address: w for w in self.workers})
         for worker in self.workers:
             worker.start()
         self.flusher.start()
@@ -76,14 +76,15 @@ class EventService:
         self.client.close()
 
 
-def _grpc_server(settings: Settings) -> Any:
-    """The read/watch API (``event_service.grpc_api``, built separately)."""
+def _grpc_server(settings: Settings, links: dict[str, NodeWorker]) -> Any:
+    """The read/watch and call-control API (``event_service.grpc_api``, built separately);
+    call control reaches FreeSWITCH through the node workers (``links``)."""
     try:
         from event_service import grpc_api
     except ImportError as exc:
         log.warning("gRPC API not available", extra={"error": str(exc)})
         return None
-    return grpc_api.create_grpc_server(settings)
+    return grpc_api.create_grpc_server(settings, links=links)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

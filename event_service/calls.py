@@ -4,9 +4,12 @@
      "<uuid>": {<configured fields>}, "activity": ["<uuid>", ...]}
 
 ``current`` is the uuid that changed last, ``notify`` its state (``callout`` for a call the
-extension places, ``callin`` for one ringing it, ``answer``, ``hangup``), ``activity`` the live
-calls. A hung-up call leaves ``activity`` at once; its uuid object stays while it is
-``current`` (so a GUI can show the hangup and its fields) and goes with the next change.
+extension places -- including a leg the call-control API's ``Originate`` rings it with --,
+``callin`` for one ringing it, ``answer``, ``hangup``), ``activity`` the live calls. Field
+values are the current ones: a bridge, a callee update or a transfer (``update`` events)
+refreshes a live call's fields. A hung-up call leaves ``activity`` at once; its uuid
+object stays while it is ``current`` (so a GUI can show the hangup and its fields) and
+goes with the next change.
 An extension whose last call ended keeps its record (``notify: hangup``) until its next call.
 
 Constant cost per event: a :class:`CallRecord` keeps each call as its encoded JSON
@@ -175,7 +178,15 @@ def apply_event(
     previous = record.fields_of(event.uuid)
     if event.action == "hangup" and previous is None and not record.is_active(event.uuid):
         return None
+    if event.action == "update" and not record.is_active(event.uuid):
+        return None  # a field update is for a live call the record has, nothing else
     picked = pick_fields(event.headers, fields, previous or {})
+    if (
+        event.action == "update"
+        and picked == previous
+        and (event.uuid, event.notify) == (record.current, record.notify)
+    ):
+        return None  # changes no recorded field: no write, no Watch event
     record._change(event.uuid, event.notify, picked, live=event.action != "hangup")
     return record
 

@@ -102,7 +102,12 @@ class EventHeaders(Mapping[str, str]):
             return self._seen[name]
         except KeyError:
             # The SWIG function itself, not its Python wrapper: this is the hot path.
-            value: str | None = _ESL.ESLevent_getHeader(self._event, name)
+            value: str | None = (
+                # The body (a BACKGROUND_JOB's result), named as FreeSWITCH's JSON names it.
+                self._event.getBody()
+                if name == "_body"
+                else _ESL.ESLevent_getHeader(self._event, name)
+            )
             self._seen[name] = value
             return value
 
@@ -154,6 +159,16 @@ class EslConnection:
         if reply is None or not self._conn.connected():
             raise EslDisconnected(f"no reply to api {command}")
         return str(reply.getBody() or "")
+
+    def bgapi(self, command: str, argument: str, job_uuid: str) -> str:
+        """Send ``bgapi <command> <argument>`` with our ``Job-UUID``; FreeSWITCH's reply
+        (``+OK Job-UUID: ...``). The result comes later as a BACKGROUND_JOB event."""
+        if "\n" in command + argument + job_uuid or "\r" in command + argument + job_uuid:
+            raise ValueError("a line break in a bgapi command")  # never: built validated
+        reply = self._conn.bgapi(command, argument, job_uuid)
+        if reply is None or not self._conn.connected():
+            raise EslDisconnected(f"no reply to bgapi {command}")
+        return str(reply.getHeader("Reply-Text") or "")
 
     def receive(self, timeout_ms: int) -> Mapping[str, str] | None:
         """The next event's decoded headers, ``None`` when none came within the timeout."""

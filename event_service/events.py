@@ -16,16 +16,33 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from event_service.control_commands import ORIGINATE_MARK
+
 Headers = Mapping[str, str]
 
 REGISTRATION_SUBCLASSES = ("sofia::register", "sofia::unregister", "sofia::expire")
 CHANNEL_EVENTS = ("CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE")
-SUBSCRIPTION = " ".join((*CHANNEL_EVENTS, "HEARTBEAT", "CUSTOM", *REGISTRATION_SUBCLASSES))
+UPDATE_EVENTS = ("CHANNEL_BRIDGE", "CALL_UPDATE")
+"""Events after which a leg's caller profile (destination, callee) may have changed: a
+bridge (also the new bridge after a transfer) and a callee update (re-INVITE, transfer)."""
+TRANSFER_SUBCLASSES = ("sofia::transferor", "sofia::transferee")
+"""SIP (REFER) transfers; the leg's fields are refreshed as after :data:`UPDATE_EVENTS`."""
+SUBSCRIPTION = " ".join(
+    (
+        *CHANNEL_EVENTS,
+        *UPDATE_EVENTS,
+        "BACKGROUND_JOB",  # results of call-control commands (event_service.control)
+        "HEARTBEAT",
+        "CUSTOM",
+        *REGISTRATION_SUBCLASSES,
+        *TRANSFER_SUBCLASSES,
+    )
+)
 """``event plain <this>``: plain events first, ``CUSTOM <subclasses>`` last (every word after
 ``CUSTOM`` is read as a subclass, so a plain event named after it is never delivered)."""
 
 RegistrationAction = Literal["register", "unregister", "expire"]
-ChannelAction = Literal["create", "answer", "hangup"]
+ChannelAction = Literal["create", "answer", "update", "hangup"]
 Notify = Literal["callin", "callout", "answer", "hangup"]
 
 
@@ -71,6 +88,9 @@ class ChannelEvent:
     owner: Owner | None
     answered: bool
     headers: Headers
+    originated: bool = False
+    """Placed by the call-control API (``Originate``): the extension's leg rings it, but
+    the extension is the one calling, so it is a ``callout`` like an inbound leg."""
 
     @property
     def notify(self) -> Notify:
@@ -78,7 +98,7 @@ class ChannelEvent:
             return "hangup"
         if self.action == "answer" or self.answered:
             return "answer"
-        return "callout" if self.inbound else "callin"
+        return "callout" if self.inbound or self.originated else "callin"
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,8 @@ _CHANNEL_ACTIONS: dict[str, ChannelAction] = {
     "CHANNEL_CREATE": "create",
     "CHANNEL_ANSWER": "answer",
     "CHANNEL_HANGUP_COMPLETE": "hangup",
+    "CHANNEL_BRIDGE": "update",
+    "CALL_UPDATE": "update",
     # What ``uuid_dump`` answers (reconcile): a live channel's current state.
     "CHANNEL_DATA": "create",
 }
@@ -101,6 +123,8 @@ def classify(headers: Headers) -> Event | None:
     """The typed event, or ``None`` for events the state does not use."""
     name = headers.get("Event-Name", "")
     if name == "CUSTOM":
+        if headers.get("Event-Subclass", "") in TRANSFER_SUBCLASSES:
+            return _channel("update", headers)
         return _registration(headers)
     action = _CHANNEL_ACTIONS.get(name)
     if action is not None:
@@ -148,6 +172,7 @@ def _channel(action: ChannelAction, headers: Headers) -> ChannelEvent | None:
         owner=channel_owner(headers, inbound),
         answered=answered and action != "hangup",
         headers=headers,
+        originated=headers.get(f"variable_{ORIGINATE_MARK}") == "true",
     )
 
 

@@ -17,17 +17,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import grpc
 import redis
 
 from cti import redis_client
-from cti.config import Settings
-from cti.grpc_server import ApiError, build_server, invalid_argument
+from cti.config import Settings, TokenScope
+from cti.grpc_server import (
+    ApiError,
+    TokenTable,
+    build_server,
+    caller_scope,
+    check_domain,
+    invalid_argument,
+)
 from cti.v1 import events_pb2, events_pb2_grpc
-from event_service import metrics
+from event_service import control, metrics
 from event_service.state_reader import StateReader
 from event_service.state_views import (
     Kind,
@@ -38,6 +45,7 @@ from event_service.state_views import (
     key_from_name,
     page_size,
     registration_message,
+    split_key,
 )
 from event_service.watch import (
     ALL_KINDS,
@@ -93,8 +101,11 @@ def _not_found(kind: Kind, key: str) -> ApiError:
 class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
     """``cti.v1.EventService`` over one Redis (the hashes named by ``settings.events``)."""
 
-    def __init__(self, client: redis.Redis, hashes: dict[Kind, str]) -> None:
+    def __init__(
+        self, client: redis.Redis, hashes: dict[Kind, str], tokens: TokenTable | None = None
+    ) -> None:
         self._hashes = hashes
+        self._tokens = tokens or TokenTable((), {})
         self._reader = StateReader(client)
         self._log = ChangeLog(client, hashes)
         self._upserts = UpsertCache()
@@ -107,24 +118,42 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
 
     # -- Get / List ----------------------------------------------------------------------
 
+    # -- token scopes (a domain-limited token sees only its domains' keys) ----------------
+
+    def _scope(self, context: grpc.ServicerContext, domain_filter: str = "") -> TokenScope:
+        scope = caller_scope(context, self._tokens)
+        if domain_filter:
+            check_domain(scope, domain_filter.lower())
+        return scope
+
+    def _check_key(self, context: grpc.ServicerContext, key: str) -> None:
+        check_domain(self._scope(context), split_key(key)[1])
+
+    # -- Get / List ----------------------------------------------------------------------
+
     def GetRegistration(
         self, request: events_pb2.GetRegistrationRequest, context: grpc.ServicerContext
     ) -> events_pb2.Registration:
         key = key_from_name("registration", request.name)
+        self._check_key(context, key)
         return registration_message(key, self._get("registration", key))
 
     def GetExtensionCalls(
         self, request: events_pb2.GetExtensionCallsRequest, context: grpc.ServicerContext
     ) -> events_pb2.ExtensionCalls:
         key = key_from_name("call", request.name)
+        self._check_key(context, key)
         return extension_calls_message(key, self._get("call", key))
 
     def ListRegistrations(
         self, request: events_pb2.ListRegistrationsRequest, context: grpc.ServicerContext
     ) -> events_pb2.ListRegistrationsResponse:
         state_filter = StateFilter(request.domain, request.extension_prefix)
+        scope = self._scope(context, request.domain)
 
         def convert(key: str, value: bytes) -> events_pb2.Registration | None:
+            if not scope.allows_domain(split_key(key)[1]):
+                return None
             message = registration_message(key, value)
             return message if state_filter.matches_registration(message) else None
 
@@ -135,8 +164,11 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
         self, request: events_pb2.ListExtensionCallsRequest, context: grpc.ServicerContext
     ) -> events_pb2.ListExtensionCallsResponse:
         state_filter = StateFilter(request.domain, request.extension_prefix, request.active_only)
+        scope = self._scope(context, request.domain)
 
         def convert(key: str, value: bytes) -> events_pb2.ExtensionCalls | None:
+            if not scope.allows_domain(split_key(key)[1]):
+                return None
             message = extension_calls_message(key, value)
             return message if state_filter.matches_calls(message) else None
 
@@ -182,6 +214,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
             call_changes=request.call_changes,
         )
         position = _resume_position(request.resume_token)
+        scope = self._scope(context, request.domain)
         if not self._watch_slots.acquire(blocking=False):
             raise ApiError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -189,7 +222,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
                 f"this server already serves {MAX_WATCHES} Watch streams; try another replica",
             )
         try:
-            yield from self._watch(view, position, context)
+            responses = self._watch(view, position, context)
+            yield from responses if not scope.domains else _scoped(responses, scope)
         except redis.RedisError as exc:
             raise _unavailable(exc) from None
         except LogGap as gap:
@@ -240,6 +274,18 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
         return snapshot.revision
 
 
+def _scoped(
+    responses: Iterator[events_pb2.WatchResponse], scope: TokenScope
+) -> Iterator[events_pb2.WatchResponse]:
+    """Only the events of keys in the token's domains (and the snapshot's end marker)."""
+    for response in responses:
+        events = [
+            e for e in response.events if not e.key or scope.allows_domain(split_key(e.key)[1])
+        ]
+        if events:
+            yield events_pb2.WatchResponse(events=events)
+
+
 def _block_ms(context: grpc.ServicerContext) -> int:
     """Wait for changes at most a second, and not past the call's deadline (never 0:
     ``XREAD BLOCK 0`` would wait forever)."""
@@ -268,8 +314,15 @@ def _resume_position(token: str) -> str | None:
     return token
 
 
-def create_grpc_server(settings: Settings, client: redis.Redis | None = None) -> grpc.Server:
+def create_grpc_server(
+    settings: Settings,
+    client: redis.Redis | None = None,
+    links: Mapping[str, control.NodeLink] | None = None,
+) -> grpc.Server:
     """The event service's gRPC server, bound to ``settings.events.grpc.listen``, not started.
+
+    It also serves ``cti.v1.CallControlService`` (:mod:`event_service.control`) over the
+    node workers in ``links`` (node address -> worker; none = every node UNAVAILABLE).
 
     ``server.stop(grace)`` (or :func:`cti.grpc_server.stop_gracefully`) first ends the
     Watch streams with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
@@ -278,11 +331,17 @@ def create_grpc_server(settings: Settings, client: redis.Redis | None = None) ->
     servicer = EventServicer(
         redis_conn,
         {"registration": settings.events.registration.hash, "call": settings.events.call.hash},
+        TokenTable(settings.events.grpc.tokens, settings.events.grpc.scopes),
     )
+
+    def register(server: grpc.Server) -> None:
+        events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
+        control.register(server, redis_conn, settings.events, links or {})
+
     server = build_server(
         settings.events.grpc,
-        [SERVICE_NAME],
-        lambda s: events_pb2_grpc.add_EventServiceServicer_to_server(servicer, s),
+        [SERVICE_NAME, control.SERVICE_NAME],
+        register,
         error_domain=ERROR_DOMAIN,
         max_workers=MAX_WORKERS,
         options=KEEPALIVE_OPTIONS,

@@ -58,6 +58,16 @@ WATCH_GAPS = Counter(
     "cti_events_watch_gaps_total",
     "Watch resumes refused: the changes after the client's revision were trimmed",
 )
+CONTROL_CALLS = Counter(
+    "cti_call_control_total",
+    "Call-control API calls, by method and outcome (gRPC status code name)",
+    ["method", "outcome"],
+)
+CONTROL_JOBS = Counter(
+    "cti_call_control_jobs_total",
+    "bgapi jobs sent for call control, by node, command and result (ok/error/lost)",
+    ["node", "command", "result"],
+)
 
 
 def declare_node(node: str) -> None:

@@ -24,6 +24,7 @@ import redis
 
 from cti.config import EslNode, EventSettings
 from event_service import metrics, reconcile
+from event_service.control_jobs import JobQueue
 from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
 from event_service.events import (
     SUBSCRIPTION,
@@ -88,6 +89,7 @@ class NodeWorker(threading.Thread):
         self.store = StateStore(client, settings, self.address, self.lease)
         self.connect = connect
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.jobs = JobQueue()  # call-control bgapi jobs (event_service.control)
         self.connected = threading.Event()
         self.core_uuid = ""
         self.reconciles = 0
@@ -206,6 +208,7 @@ class NodeWorker(threading.Thread):
             self._read_loop(conn, backoff)
         finally:
             self.connected.clear()
+            self.jobs.fail_all()
             metrics.CONNECTED.labels(self.address).set(0)
             conn.close()
 
@@ -253,7 +256,12 @@ class NodeWorker(threading.Thread):
             if closed is not None:
                 raise closed
 
+    def _send_jobs(self, conn: EslConnection) -> None:
+        while (job := self.jobs.next_to_send()) is not None:
+            job.accepted(conn.bgapi(job.command.name, job.command.argument, job.job_uuid))
+
     def _send_commands(self, conn: EslConnection) -> None:
+        self._send_jobs(conn)
         # Checked every turn, not once per connection: a flush can find us "not
         # connected" just as the connection comes up.
         if self._flush_missed:
@@ -300,6 +308,8 @@ class NodeWorker(threading.Thread):
                 ops.append(event)
                 if self._run is not None:
                     self._touched_keys.add(event.owner.key(self.settings.key_with_domain))
+            elif name == "BACKGROUND_JOB":
+                self.jobs.finish(headers.get("Job-UUID", ""), headers.get("_body", ""))
         self._apply(ops)
         applied = time.time()
         self._pending_since = 0.0

@@ -9,6 +9,12 @@ whose ``Content-Length`` counts BYTES. Tests script it: :meth:`send_event` /
 :meth:`send_raw` to subscribed clients, :attr:`api_replies` (command prefix -> body or
 callable), :meth:`drop` (cut every client), :attr:`core_uuid` (stamped on events it
 builds; change it to play a restart).
+
+``bgapi <cmd>`` (with the client's ``Job-UUID`` header) is answered ``+OK Job-UUID: <id>``
+at once, then the result -- looked up in :attr:`api_replies` like an ``api`` command --
+comes as a BACKGROUND_JOB event to every client subscribed to it. :attr:`bgapi` lists
+(command, Job-UUID) as received; with :attr:`hold_jobs` set, results wait until
+:meth:`release_jobs` (to play a slow job).
 """
 
 from __future__ import annotations
@@ -27,10 +33,16 @@ from tests.support import ESL_DIR
 ApiReply = str | Callable[[str], str]
 
 
-def encode_event(headers: Mapping[str, str]) -> bytes:
-    """A complete ``text/event-plain`` frame for these (decoded) headers."""
-    body = "".join(f"{name}: {quote(value, safe='')}\n" for name, value in headers.items())
-    data = (body + "\n").encode()
+def encode_event(headers: Mapping[str, str], body: str = "") -> bytes:
+    """A complete ``text/event-plain`` frame for these (decoded) headers, and the event's
+    own body if any (a BACKGROUND_JOB's result: an inner ``Content-Length``, as
+    ``esl_event_serialize`` writes it)."""
+    text = "".join(f"{name}: {quote(value, safe='')}\n" for name, value in headers.items())
+    if body:
+        text += f"Content-Length: {len(body.encode())}\n\n{body}"
+    else:
+        text += "\n"
+    data = text.encode()
     return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(data) + data
 
 
@@ -110,6 +122,9 @@ class FakeFreeSwitch:
         self.core_uuid = str(uuid.uuid4())
         self.api_replies: dict[str, ApiReply] = {}
         self.commands: list[str] = []
+        self.bgapi: list[tuple[str, str]] = []
+        self.hold_jobs = False
+        self._held_jobs: list[tuple[str, str]] = []
         self.connections = 0
         self.sent = 0
         """Events sent with :meth:`send_event` / :meth:`send_events` (to count against)."""
@@ -196,6 +211,31 @@ class FakeFreeSwitch:
             else:
                 self.send_raw(frame)
 
+    def release_jobs(self) -> None:
+        """Send the BACKGROUND_JOB results held back by :attr:`hold_jobs`."""
+        with self._lock:
+            held, self._held_jobs = self._held_jobs, []
+        for command, job_uuid in held:
+            self._job_result(command, job_uuid)
+
+    def _job_result(self, command: str, job_uuid: str) -> None:
+        name, _, argument = command.partition(" ")
+        headers = {
+            "Event-Name": "BACKGROUND_JOB",
+            "Core-UUID": self.core_uuid,
+            "Job-UUID": job_uuid,
+            "Job-Command": name,
+            "Job-Command-Arg": argument,
+        }
+        frame = encode_event(headers, self._api(command))
+        with self._lock:
+            clients = [
+                c for c in self._clients if c.subscribed and "BACKGROUND_JOB" in c.events.split()
+            ]
+        for client in clients:
+            with contextlib.suppress(OSError):
+                client.send(frame)
+
     def drop(self) -> None:
         """Cut every connection, as a FreeSWITCH restart or a network fault would."""
         with self._lock:
@@ -232,9 +272,13 @@ class FakeFreeSwitch:
             reader = client.sock.makefile("rb")
             authed = False
             while True:
-                command = _read_command(reader)
-                if command is None:
+                lines = _read_command(reader)
+                if lines is None:
                     return
+                command = " ".join(lines).rstrip()
+                if command.startswith("bgapi "):
+                    self._bgapi(client, lines)
+                    continue
                 self.commands.append(command)
                 if not authed:
                     if command == f"auth {self.password}":
@@ -264,6 +308,20 @@ class FakeFreeSwitch:
             with contextlib.suppress(OSError):
                 client.sock.close()
 
+    def _bgapi(self, client: _Client, lines: list[str]) -> None:
+        command = lines[0][len("bgapi ") :].rstrip()
+        headers = dict(line.partition(": ")[::2] for line in lines[1:])
+        job_uuid = headers.get("Job-UUID") or str(uuid.uuid4())
+        self.commands.append(lines[0].rstrip())
+        with self._lock:
+            self.bgapi.append((command, job_uuid))
+        client.send(_reply(f"+OK Job-UUID: {job_uuid}", {"Job-UUID": job_uuid}))
+        if self.hold_jobs:
+            with self._lock:
+                self._held_jobs.append((command, job_uuid))
+        else:
+            self._job_result(command, job_uuid)
+
     def _api(self, command: str) -> str:
         for prefix in sorted(self.api_replies, key=len, reverse=True):
             if command.startswith(prefix):
@@ -272,7 +330,8 @@ class FakeFreeSwitch:
         return f"-ERR {command.split()[0]} Command not found!\n"
 
 
-def _read_command(reader: object) -> str | None:
+def _read_command(reader: object) -> list[str] | None:
+    """One command: its lines up to the blank line (the command, then any headers)."""
     lines: list[str] = []
     while True:
         line = reader.readline()  # type: ignore[attr-defined]
@@ -281,13 +340,14 @@ def _read_command(reader: object) -> str | None:
         text = line.decode().rstrip("\r\n")
         if not text:
             if lines:
-                return " ".join(lines).rstrip()
+                return lines
             continue
         lines.append(text)
 
 
-def _reply(text: str) -> bytes:
-    return f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode()
+def _reply(text: str, headers: Mapping[str, str] | None = None) -> bytes:
+    extra = "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
+    return f"Content-Type: command/reply\nReply-Text: {text}\n{extra}\n".encode()
 
 
 # -- reconcile replies in FreeSWITCH's own formats (mod_sofia.c, mod_commands.c) -------------

@@ -16,6 +16,10 @@ from directory_service.grpc_api import create_grpc_server
 from tests.support import free_port
 
 TOKEN = "test-token-1"
+TENANT_TOKEN = "tenant-b-token"
+"""Limited to domain ``b.example`` (token scopes)."""
+READER_TOKEN = "reader-token"
+"""Read-only (Get/List only)."""
 
 
 @dataclass
@@ -36,7 +40,14 @@ def start_api(redis_url: str, store_a1_hash: bool = False) -> tuple[grpc.Server,
         "redis": {"url": redis_url},
         "directory": {
             "store_a1_hash": store_a1_hash,
-            "grpc": {"listen": f"127.0.0.1:{port}", "tokens": [TOKEN]},
+            "grpc": {
+                "listen": f"127.0.0.1:{port}",
+                "tokens": [
+                    TOKEN,
+                    {"token": TENANT_TOKEN, "name": "tenant-b", "domains": ["b.example"]},
+                    {"token": READER_TOKEN, "name": "reader", "read_only": True},
+                ],
+            },
         },
     }
     settings = parse_settings(json.dumps(document))

@@ -26,10 +26,22 @@ def test_parse_plain_decodes_values_and_keeps_the_last_duplicate() -> None:
 def test_subscription_names_plain_events_first_and_custom_subclasses_last() -> None:
     words = SUBSCRIPTION.split()
     custom = words.index("CUSTOM")
-    assert words[custom + 1 :] == ["sofia::register", "sofia::unregister", "sofia::expire"]
-    assert {"CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE", "HEARTBEAT"} == set(
-        words[:custom]
-    )
+    assert words[custom + 1 :] == [
+        "sofia::register",
+        "sofia::unregister",
+        "sofia::expire",
+        "sofia::transferor",
+        "sofia::transferee",
+    ]
+    assert {
+        "CHANNEL_CREATE",
+        "CHANNEL_ANSWER",
+        "CHANNEL_BRIDGE",
+        "CALL_UPDATE",
+        "CHANNEL_HANGUP_COMPLETE",
+        "BACKGROUND_JOB",
+        "HEARTBEAT",
+    } == set(words[:custom])
 
 
 def test_registration_events_name_the_aor() -> None:
