@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from cti.grpc_server import error_info
+from cti.client import read_error
 from cti.v1 import directory_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -54,7 +54,9 @@ class ApiFailure(Exception):
     def __init__(self, error: grpc.RpcError) -> None:
         self.code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
         self.message = error.details() if isinstance(error, grpc.Call) else str(error)
-        self.reason, self.metadata, self.fields = error_info(error)
+        details = read_error(error)
+        self.reason, self.metadata = details.reason, dict(details.metadata)
+        self.fields = [(v.field, v.description) for v in details.field_violations]
         super().__init__(self.describe())
 
     def describe(self) -> str:
