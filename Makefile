@@ -76,7 +76,8 @@ $(PROTO_STAMP): $(PROTOS) $(STAMP)
 proto-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
-# Fails on a wire- or JSON-incompatible change against the last released contracts.
+# Fails on an incompatible change (wire, JSON or generated code) against the last released
+# contracts (protos/buf.yaml says which rules).
 proto-breaking: $(BUF)
 	cd protos && ../$(BUF) breaking --against ../$(PROTO_SNAPSHOT)
 
