@@ -77,3 +77,34 @@ def test_an_additive_change_passes_the_check(tmp_path: Path) -> None:
         tmp_path, (EVENTS, "string json = 14;\n", "string json = 14;\n  string site = 15;\n")
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+NEW_FILE = """\
+syntax = "proto3";
+
+package cti.v1;
+
+message Probe {
+  string name = 1;
+}
+"""
+
+
+def lint(tmp_path: Path, extra: str | None) -> subprocess.CompletedProcess[str]:
+    copy = tmp_path / "protos"
+    shutil.copytree(PROTOS, copy)
+    if extra is not None:
+        (copy / "cti" / "v1" / "probe.proto").write_text(extra)
+    return subprocess.run([buf(), "lint"], cwd=copy, capture_output=True, text=True, timeout=120)
+
+
+def test_the_contracts_pass_lint(tmp_path: Path) -> None:
+    result = lint(tmp_path, None)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lint_wants_the_language_options_on_every_file_of_the_package(tmp_path: Path) -> None:
+    result = lint(tmp_path, NEW_FILE)
+    assert result.returncode != 0
+    for option in ("go_package", "java_package", "csharp_namespace"):
+        assert f'for option "{option}"' in result.stdout, result.stdout
