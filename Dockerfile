@@ -20,6 +20,10 @@ WORKDIR /src
 RUN python -m venv /opt/build
 ENV PATH=/opt/build/bin:$PATH
 
+# Every Python package at the version tested (constraints.txt, as `make install` and CI).
+COPY constraints.txt ./
+ENV PIP_CONSTRAINT=/src/constraints.txt
+
 # python-ESL 1.4.18 needs SWIG 3.x (4.x dropped -classic): PyPI's swig, then build the
 # wheel (python-ESL==1.4.18 from its sdist, --no-build-isolation so that this swig is the
 # one on PATH) with a libesl framing fix, as `make install` does: tools/build_python_esl.py.
@@ -28,20 +32,25 @@ RUN pip install --upgrade pip setuptools wheel \
     && pip install swig==3.0.12 \
     && python tools/build_python_esl.py /wheels
 
-# Generated protobuf code is not committed: generate it with the same grpcio-tools and
-# protobuf versions that go into the image (constraints pin them for the wheel build).
-COPY pyproject.toml ./
+# Generated protobuf code is not committed: generate it into the client distribution
+# (clients/python, cti-api) as `make proto` does, and build its wheel; the services' wheel
+# depends on it (one source of generated code).
 COPY protos ./protos
+COPY clients/python ./clients/python
+RUN pip install grpcio-tools mypy-protobuf \
+    && cp protos/cti/v1/*.proto clients/python/src/cti/v1/ \
+    && python -m grpc_tools.protoc -Iprotos \
+        --python_out=clients/python/src --grpc_python_out=clients/python/src \
+        --mypy_out=quiet:clients/python/src --mypy_grpc_out=quiet:clients/python/src \
+        protos/cti/v1/*.proto \
+    && pip wheel --no-deps --wheel-dir /wheels ./clients/python
+
+COPY pyproject.toml ./
 COPY cti ./cti
 COPY directory_service ./directory_service
 COPY event_service ./event_service
 COPY ctictl ./ctictl
-RUN pip install "grpcio-tools>=1.60" \
-    && pip freeze > /tmp/constraints.txt \
-    && python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
-        protos/cti/v1/*.proto \
-    && touch cti/v1/__init__.py \
-    && pip wheel --constraint /tmp/constraints.txt --wheel-dir /wheels .
+RUN pip wheel --find-links /wheels --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------
 # Runtime stage: the interpreter, the wheels installed into a venv, nothing else.
@@ -57,7 +66,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/cti \
     && /opt/cti/bin/pip install --no-index --find-links /wheels cti-middleware python-ESL \
-    && /opt/cti/bin/python -c "import ESL, directory_service, event_service, cti.v1" \
+    && /opt/cti/bin/python -c "import ESL, directory_service, event_service, cti.config, cti.v1.events_pb2" \
     && groupadd --system --gid 10001 cti \
     && useradd --system --uid 10001 --gid cti --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin cti

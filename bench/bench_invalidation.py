@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
 import redis  # noqa: E402
+from google.protobuf import field_mask_pb2  # noqa: E402
 
 from cti import redis_keys  # noqa: E402
 from cti.v1 import directory_pb2 as pb  # noqa: E402
@@ -96,7 +97,7 @@ def main() -> None:
                     extension=pb.Extension(
                         name=f"domains/{DOMAIN}/extensions/{user}", password=secret
                     ),
-                    update_mask={"paths": ["password"]},
+                    update_mask=field_mask_pb2.FieldMask(paths=["password"]),
                 ),
                 timeout=5,
             )

@@ -49,6 +49,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from cti.client import read_error
 from cti.config import FULL_ACCESS, ConfigError, GrpcSettings, TokenScope, split_address
 from cti.startup import ensure_port_free
 
@@ -129,18 +130,11 @@ def _packed(message: Any) -> any_pb2.Any:
 
 
 def error_info(error: grpc.RpcError) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
-    """Client side: ``(reason, metadata, [(field, description), ...])`` from a failed call
-    (empty when the server sent no rich details). Used by ``ctictl`` and tests."""
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-    reason, metadata, violations = "", {}, []
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        bad = error_details_pb2.BadRequest()
-        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
-            violations = [(v.field, v.description) for v in bad.field_violations]
-    return reason, metadata, violations
+    """``(reason, metadata, [(field, description), ...])`` of a failed call: a tuple view
+    of the client package's :func:`cti.client.read_error` (the one reader), for tests."""
+    details = read_error(error)
+    violations = [(v.field, v.description) for v in details.field_violations]
+    return details.reason, dict(details.metadata), violations
 
 
 def abort(context: grpc.ServicerContext, error: ApiError, domain: str) -> NoReturn:

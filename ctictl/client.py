@@ -21,8 +21,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cti.client import read_error
 from cti.config import split_address
-from cti.grpc_server import error_info as _error_details
 from cti.v1 import directory_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -35,9 +35,11 @@ INTERNAL_SERVICES = ("grpc.health.", "grpc.reflection.")
 
 def read_error_details(error: grpc.RpcError) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
     """``(reason, metadata, [(field, description)])`` from the ErrorInfo/BadRequest details
-    of a failed call: the one place ctictl reads them (the reader is shared with the
-    server package today)."""
-    return _error_details(error)
+    of a failed call: the one place ctictl reads them, through the client package's
+    reader."""
+    details = read_error(error)
+    violations = [(v.field, v.description) for v in details.field_violations]
+    return details.reason, dict(details.metadata), violations
 
 
 @dataclass(frozen=True)

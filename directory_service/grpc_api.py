@@ -42,7 +42,7 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):  # type: ignore[misc]
+class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(
         self, store: DirectoryStore, store_a1_hash: bool, tokens: TokenTable | None = None
     ) -> None:

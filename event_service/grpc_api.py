@@ -98,7 +98,7 @@ def _not_found(kind: Kind, key: str) -> ApiError:
     )
 
 
-class EventServicer(events_pb2_grpc.EventServiceServicer):  # type: ignore[misc]
+class EventServicer(events_pb2_grpc.EventServiceServicer):
     """``cti.v1.EventService`` over one Redis (the hashes named by ``settings.events``)."""
 
     def __init__(

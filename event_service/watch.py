@@ -57,7 +57,7 @@ Event = events_pb2.WatchEvent
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 1 << 20
 """A stream message carries at most this much (clients accept 4 MiB by default)."""
-_KIND_ENUM: dict[Kind, events_pb2.WatchKind] = {
+_KIND_ENUM: dict[Kind, events_pb2.WatchKind.ValueType] = {
     "registration": events_pb2.WATCH_KIND_REGISTRATIONS,
     "call": events_pb2.WATCH_KIND_EXTENSION_CALLS,
 }

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 import redis
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -214,7 +215,7 @@ def test_every_write_publishes_a_bracketed_change_event(api: Api) -> None:
             extension=pb.Extension(
                 name="domains/a.com/extensions/1001", attributes={"number-alias": "bo"}
             ),
-            update_mask={"paths": ["attributes.number-alias"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["attributes.number-alias"]),
         ),
     )
     api.call("DeleteExtension", pb.DeleteExtensionRequest(name="domains/a.com/extensions/1001"))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from cti import redis_keys
 from cti.redis_client import connect
@@ -58,7 +59,7 @@ def test_every_write_kind_works_through_the_cluster(cluster_api: Api, cluster_ur
             "UpdateExtension",
             pb.UpdateExtensionRequest(
                 extension=pb.Extension(name=created.name, password="pw-new", etag=created.etag),
-                update_mask={"paths": ["password"]},
+                update_mask=field_mask_pb2.FieldMask(paths=["password"]),
             ),
         )
         batch = api.call(
