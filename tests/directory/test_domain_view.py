@@ -6,9 +6,11 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import pytest
+
 from directory_service import render
 from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.invalidation import NotificationRouter, merged_notify_flags
+from directory_service.invalidation import Canary, NotificationRouter, merged_notify_flags
 from directory_service.request import DirectoryRequest
 from tests.directory.service import is_not_found, name_values, parse_user
 
@@ -224,3 +226,18 @@ def test_lookup_by_another_attribute_key() -> None:
     v = view({"1000": raw(attribute={"mailbox": "MB1"}), "1001": raw()})
     assert parse_user(v.answer(user_req("mb1", key="mailbox")))[2].get("id") == "1000"
     assert is_not_found(v.answer(user_req("1000", key="mailbox")))
+
+
+def test_canary_overdue_only_when_a_write_goes_unheard() -> None:
+    canary = Canary(interval=0.5, deadline=2.0)
+    assert canary.due(0.0) and not canary.overdue(100.0)  # nothing written yet
+    canary.wrote(0.0)
+    assert not canary.due(0.4) and canary.due(0.5)
+    canary.wrote(0.5)
+    assert not canary.overdue(2.0) and canary.overdue(2.1)  # from the first unheard write
+    canary.heard()
+    assert canary.heard_since_start and not canary.overdue(10.0)
+    canary.wrote(10.0)
+    canary.restart_wait(11.0)
+    assert not canary.overdue(12.9) and canary.overdue(13.1)
+    assert canary.wait(10.2, idle=5.0) == pytest.approx(0.3)

@@ -126,3 +126,27 @@ def server_busy(port: int) -> bool:
             return not sock.recv(16)
         except TimeoutError:
             return True
+
+
+def test_notifications_turned_off_behind_its_back_darken_then_come_back() -> None:
+    """``CONFIG SET notify-keyspace-events ""`` while the subscriber stays connected (issue
+    9, defect 4): the cache must stop answering from memory, restore the flags, warn once
+    and be live again; it kept a password changed by hand for as long as it ran."""
+    with running_redis() as server, running_service(server.url) as svc:
+        svc.wait_until_live()
+        seed(server.url, "before")
+        assert password(svc) == "before"
+        assert password(svc) == "before"  # cached now
+        server.cli("CONFIG", "SET", "notify-keyspace-events", "")
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
+        until(lambda: password(svc) == "by-hand", timeout=20)
+        until(lambda: "K" in server.cli("CONFIG", "GET", "notify-keyspace-events"), timeout=20)
+        svc.wait_until_live(timeout=20)
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "again"}}))
+        until(lambda: password(svc) == "again", timeout=20)
+        warnings = [
+            e
+            for e in svc.logs()
+            if e["level"] == "WARNING" and "notifications do not arrive" in e["message"]
+        ]
+        assert len(warnings) == 1, warnings
