@@ -58,7 +58,7 @@ def test_redis_outage_answers_503_then_recovers_by_itself() -> None:
         assert password(svc) == "after"
         svc.wait_until_live()
         server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
-        assert password(svc) == "by-hand"
+        until(lambda: password(svc) == "by-hand")  # asynchronous: docs/realtime.md
         assert "K" in server.cli("CONFIG", "GET", "notify-keyspace-events")
 
 
