@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/cti/v1/*.proto)
 PROTO_STAMP := cti/v1/.generated
 
-.PHONY: install proto run test lint bench clean system-deps bench-deps
+.PHONY: install proto run test fuzz lint bench clean system-deps bench-deps
 
 # Debian packages, installed with apt-get when their command is missing (as root, else
 # through sudo): redis-server for tests and `make run` (each starts its own on loopback),
@@ -47,6 +47,10 @@ run: install system-deps
 
 test: install system-deps
 	$(BIN)/pytest -q
+
+# The hypothesis fuzz suite at full size (>= 10,000 cases; `make test` runs it small).
+fuzz: install system-deps
+	CTI_FUZZ_PROFILE=fuzz $(BIN)/pytest -q tests/fuzz
 
 lint: install
 	$(BIN)/ruff check .

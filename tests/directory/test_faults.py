@@ -150,3 +150,27 @@ def test_notifications_turned_off_behind_its_back_darken_then_come_back() -> Non
             if e["level"] == "WARNING" and "notifications do not arrive" in e["message"]
         ]
         assert len(warnings) == 1, warnings
+
+
+def test_a_deeply_nested_value_is_one_unusable_entry_logged_once(redis_url: str) -> None:
+    """Issue 9, defect 1, end to end with the cache off (every lookup parses again): the
+    entry answers not found, the domain's other users (by alias and any case too) are
+    unaffected, and it is named once, by key and field, without a traceback."""
+    deep = '{"template": "t", "attribute": {"number-alias": "x"}, "z": ' + "[" * 5000
+    client = redis.Redis.from_url(redis_url)
+    client.hset(
+        KEY,
+        mapping={
+            "1000": json.dumps({"param": {"password": "p"}, "attribute": {"number-alias": "al"}}),
+            "1001": deep + "]" * 5000 + "}",
+        },
+    )
+    client.close()
+    with running_service(redis_url, {"directory": {"cache": False}}) as svc:
+        for _ in range(20):
+            assert is_not_found(svc.lookup(DOMAIN, "1001"))
+            assert parse_user(svc.lookup(DOMAIN, "AL"))[2].get("id") == "1000"
+            assert is_not_found(svc.lookup(DOMAIN, "nobody"))
+        named = [e for e in svc.logs() if e.get("redis_field") == "1001"]
+        assert len(named) == 1 and named[0]["redis_key"] == KEY, named
+        assert "Traceback" not in svc.log_path.read_text()
