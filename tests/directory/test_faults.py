@@ -16,6 +16,7 @@ from tests.directory.service import (
     running_service,
     until,
 )
+from tests.directory.tcp_proxy import SilencingProxy
 from tests.support import running_redis
 
 DOMAIN = "faults.example"
@@ -174,3 +175,25 @@ def test_a_deeply_nested_value_is_one_unusable_entry_logged_once(redis_url: str)
         named = [e for e in svc.logs() if e.get("redis_field") == "1001"]
         assert len(named) == 1 and named[0]["redis_key"] == KEY, named
         assert "Traceback" not in svc.log_path.read_text()
+
+
+def test_a_subscriber_that_stops_receiving_is_noticed_and_replaced() -> None:
+    """The subscriber's connection stays up but delivers nothing more (a stuck proxy or
+    NAT, a wedged server; issue 9): the canary goes unheard, the cache goes dark and a new
+    subscription takes over."""
+    with (
+        running_redis("--notify-keyspace-events", "KEA") as server,
+        SilencingProxy(server.port) as proxy,
+        running_service(proxy.url) as svc,
+    ):
+        svc.wait_until_live()
+        seed(server.url, "before")
+        assert password(svc) == "before"
+        assert password(svc) == "before"  # cached now
+        assert proxy.silence_subscribers() >= 1
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
+        until(lambda: password(svc) == "by-hand", timeout=20)
+        svc.wait_until_live(timeout=20)
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "again"}}))
+        until(lambda: password(svc) == "again", timeout=20)
+        assert any("notifications do not arrive" in e["message"] for e in svc.logs())
