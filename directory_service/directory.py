@@ -95,21 +95,22 @@ class DomainView:
         # that list users (groups, network lists) or none (the domain) apart.
         self._user_documents: dict[str, bytes] = {}
         self._listings: dict[tuple[str, str], bytes] = {}
+        # A domain name XML cannot carry (from the request) can be served nothing.
+        self._servable_name = render.text_problem(data.name) is None
 
     # -- answering -------------------------------------------------------------------
 
     def answer(self, request: DirectoryRequest) -> bytes:
         kind = request.kind
-        unservable = render.text_problem(self.data.name) or render.text_problem(request.group)
-        if kind == "invalid" or kind == "gateways" or not self.exists or unservable:
-            # (A domain or group name from the request that XML cannot carry names
-            # nothing that could be served: no stored entry is to blame.)
+        if kind == "invalid" or kind == "gateways" or not self.exists or not self._servable_name:
             # Gateways are not stored in this schema: "not found" lets sofia go on with the
             # gateways of its own XML.
             return render.NOT_FOUND
         if kind == "user":
             return self.user_answer(request.user, request.key or "id")
         if kind == "group":
+            if render.text_problem(request.group) is not None:
+                return render.NOT_FOUND  # from the request: no stored entry is to blame
             return self._memo(("group", request.group), lambda: self._group(request.group))
         if kind == "network-list":
             return self._memo(("network-list", ""), self._network_list)
