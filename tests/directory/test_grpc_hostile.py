@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -15,10 +15,9 @@ from google.protobuf import field_mask_pb2
 
 from cti import redis_keys
 from cti.v1 import directory_pb2 as pb
-from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.request import DirectoryRequest
-from tests.directory.grpc_fixtures import Api, api_fixture, expect_error
+from tests.directory.grpc_fixtures import Api, api_fixture, expect_error, served
 from tests.directory.service import is_not_found, name_values, parse_user
+from tests.directory.test_grpc_extensions import create, name
 
 __all__ = ["api_fixture"]
 
@@ -31,35 +30,8 @@ DEEP = (
 )
 
 
-def name(extension_id: str) -> str:
-    return f"{PARENT}/extensions/{extension_id}"
-
-
-def create(api: Api, extension_id: str, **fields: Any) -> Any:
-    return api.call(
-        "CreateExtension",
-        pb.CreateExtensionRequest(
-            parent=PARENT, extension_id=extension_id, extension=pb.Extension(**fields)
-        ),
-    )
-
-
 def token(document: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
-
-
-def served(api: Api, extension_id: str) -> bytes:
-    """What the directory answers for the extension as stored now (the lookup's code)."""
-    client = redis.Redis.from_url(api.redis_url)
-    try:
-        stored = cast(dict[bytes, bytes], client.hgetall(KEY))
-        extensions = {k.decode(): v for k, v in stored.items()}
-        shared = cast(dict[bytes, bytes], client.hgetall(redis_keys.TEMPLATES))
-        templates = {k.decode(): v for k, v in shared.items()}
-    finally:
-        client.close()
-    view = DomainView(DomainData(DOMAIN, extensions), SharedData(templates, {}), {})
-    return view.answer(DirectoryRequest(section="directory", domain=DOMAIN, user=extension_id))
 
 
 def test_a_deeply_nested_stored_value_is_invalid_yet_deletable(api: Api) -> None:
@@ -141,10 +113,10 @@ def test_what_the_api_accepts_is_served(api: Api) -> None:
         variables=values,
         attributes={"cidr": "10.0.0.0/8, ::1/128", "mailbox": "1000", "x-y.z_": "v"},
     )
-    user = parse_user(served(api, "1000"))[2]
+    user = parse_user(served(api.redis_url, DOMAIN, "1000"))[2]
     assert name_values(user, "variables", "variable") == values
     assert name_values(user, "params", "param")["password"] == "p\u00e4ss <&>"
-    assert not is_not_found(served(api, "1000"))
+    assert not is_not_found(served(api.redis_url, DOMAIN, "1000"))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -17,14 +17,12 @@ from hypothesis import strategies as st
 
 from cti import redis_keys
 from cti.v1 import directory_pb2 as pb
-from directory_service.directory import DomainData, DomainView, SharedData
 from directory_service.passwords import SECRET_PARAMS
-from directory_service.request import DirectoryRequest
 from directory_service.validation import EXTENSION_ID
-from tests.directory.grpc_fixtures import Api, start_api
+from tests.directory.grpc_fixtures import Api, served, start_api
 from tests.directory.service import is_not_found, name_values, parse_user
 from tests.fuzz.strategies import CASES, NAMES, TEXT
-from tests.support import RedisServer
+from tests.support import RedisServer, reset_redis
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -42,10 +40,8 @@ DEEP = '{"template": "t", "x": ' + "[" * 5000 + "]" * 5000 + "}"
 
 @pytest.fixture(scope="module")
 def api(redis_server: RedisServer) -> Iterator[Api]:
-    if redis_server.process is None:
-        redis_server.start()
+    reset_redis(redis_server)
     client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
     client.hset(KEY, mapping={"broken": DEEP, "bad\x01id": "{}", b"\xff\xfe": "{}"})
     client.close()
     server, stub = start_api(redis_server.url)
@@ -64,21 +60,6 @@ def attempt(call: Callable[[], Any]) -> Any:
         assert error.code() not in FORBIDDEN, (error.code(), error.details())
         assert len(error.details() or "") < 1500, error.details()
         return None
-
-
-def served(api: Api, extension_id: str) -> bytes:
-    client = redis.Redis.from_url(api.redis_url)
-    try:
-        stored = cast(dict[bytes, bytes], client.hgetall(KEY))
-        templates = cast(dict[bytes, bytes], client.hgetall(redis_keys.TEMPLATES))
-    finally:
-        client.close()
-    view = DomainView(
-        DomainData(DOMAIN, {k.decode("utf-8", "surrogateescape"): v for k, v in stored.items()}),
-        SharedData({k.decode(): v for k, v in templates.items()}, {}),
-        {},
-    )
-    return view.answer(DirectoryRequest(section="directory", domain=DOMAIN, user=extension_id))
 
 
 MAPS = st.dictionaries(NAMES, TEXT, max_size=4)
@@ -106,7 +87,7 @@ def test_every_accepted_extension_is_served(
     if created is None:
         return
     try:
-        document = served(api, extension_id)
+        document = served(api.redis_url, DOMAIN, extension_id)
         assert not is_not_found(document), (params, variables, attributes)
         user = parse_user(document)[2]
         assert user.get("id") == extension_id

@@ -16,7 +16,7 @@ from cti import redis_keys
 from tests.directory.service import Service, running_service
 from tests.fuzz.strategies import CASES, xml_curl_bodies
 from tests.fuzz.test_fuzz_directory import DOMAIN, GOOD, SETTINGS, TEMPLATES, check_document
-from tests.support import RedisServer
+from tests.support import RedisServer, reset_redis
 
 pytestmark = pytest.mark.timeout(1800)
 BROKEN = {
@@ -31,11 +31,8 @@ BROKEN = {
 
 @pytest.fixture(scope="module")
 def service(redis_server: RedisServer) -> Iterator[Service]:
-    if redis_server.process is None:
-        redis_server.start()
+    reset_redis(redis_server)
     client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.config_set("notify-keyspace-events", "KEA")
     key = redis_keys.extensions(DOMAIN)
     stored: list[tuple[str, str | bytes, str | bytes]] = [
         *((key, i, json.dumps(v)) for i, v in GOOD.items()),
