@@ -74,7 +74,11 @@ REFERENCE_LOOKUPS = [
 @given(st.dictionaries(STORED_IDS, stored_documents(), min_size=1, max_size=3))
 def test_a_broken_entry_never_changes_another_users_answer(extra: dict[str, bytes]) -> None:
     CASES["stored value"] += 1
-    extra = {i: v for i, v in extra.items() if i.lower() not in ("1000", "1001", "1002", "al1001")}
+    # (an entry claiming AL1001 as its alias legitimately competes for it: not broken)
+    taken = ("1000", "1001", "1002", "al1001")
+    extra = {
+        i: v for i, v in extra.items() if i.lower() not in taken and b"al1001" not in v.lower()
+    }
     clean, dirty = seeded_view(), seeded_view(extra)
     for request in REFERENCE_LOOKUPS:
         assert dirty.answer(request) == clean.answer(request), request
