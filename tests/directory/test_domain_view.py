@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cti.changes import DirectoryChange
 from directory_service import render
 from directory_service.directory import DomainData, DomainView, SharedData
 from directory_service.invalidation import Canary, NotificationRouter, merged_notify_flags
@@ -241,3 +242,17 @@ def test_canary_overdue_only_when_a_write_goes_unheard() -> None:
     canary.restart_wait(11.0)
     assert not canary.overdue(12.9) and canary.overdue(13.1)
     assert canary.wait(10.2, idle=5.0) == pytest.approx(0.3)
+
+
+def test_router_a_forged_deeply_nested_change_event_is_just_unreadable() -> None:
+    """Anyone who may PUBLISH can send one; it escaped as RecursionError, which ended the
+    subscriber with the cache disabled for good (issue 9, found beside defect 1)."""
+    recorder = Recorder()
+    router = NotificationRouter(recorder)
+    router.handle("cti:directory:write-begin", b"d")
+    router.handle(KS + "cti_exten@d", b"hset")
+    router.handle("cti:directory:changes", b"[" * 100_000)
+    assert recorder.calls == [("domain", "d")]
+    with pytest.raises(ValueError) as caught:
+        DirectoryChange.from_json('{"kind": "' + "k" * 10_000 + '"}')
+    assert len(str(caught.value)) < 200
