@@ -19,7 +19,7 @@ BUF := tools/buf/node_modules/.bin/buf
 # The last released contracts (a buf image): `make proto-breaking` compares protos/ to it.
 PROTO_SNAPSHOT := protos/descriptor.json
 
-.PHONY: install proto run test lint bench clean system-deps bench-deps build-deps demo \
+.PHONY: install proto run test fuzz lint bench clean system-deps bench-deps build-deps demo \
 	proto-tools proto-lint proto-breaking proto-snapshot
 
 # Debian packages, installed with apt-get when their command is missing (as root, else
@@ -110,6 +110,10 @@ demo: install system-deps
 
 test: install system-deps proto-tools
 	$(BIN)/pytest -q
+
+# The hypothesis fuzz suite at full size (>= 10,000 cases; `make test` runs it small).
+fuzz: install system-deps
+	CTI_FUZZ_PROFILE=fuzz $(BIN)/pytest -q tests/fuzz
 
 lint: install proto-lint proto-breaking
 	$(BIN)/ruff check .

@@ -8,19 +8,28 @@ per lookup, as mod_xml_curl does) until each answers it. Printed: time from the 
 reply to each replica's first new answer (p50/p99/max), beside the baseline from the same
 run: one lookup's round trip, the least a polling client could observe. Loopback only.
 
-Usage: ``python bench/bench_invalidation.py [--writes 300] [--extensions 10000]``.
+Then the same again **under load**: ``--load`` processes (default 4) send lookups to both
+replicas as fast as they can for the whole measurement (the replicas, Redis and the
+clients then compete for the CPUs, as on a busy node). Keyspace notifications are
+asynchronous: this is the window in which a replica may still answer the old value (a
+deleted or changed extension can still authenticate), the bound docs/realtime.md states.
+
+Usage: ``python bench/bench_invalidation.py [--writes 300] [--extensions 10000] [--load 4]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,10 +61,19 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def keep_looking_up(ports: list[int], extensions: int, stop: Any) -> None:
+    """A load process: lookups of random users on every replica until ``stop`` is set."""
+    services = [Service(port, 0, None, Path()) for port in ports]  # type: ignore[arg-type]
+    while not stop.is_set():
+        for service in services:
+            service.lookup(DOMAIN, str(1000 + random.randrange(extensions)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--extensions", type=int, default=10000)
+    parser.add_argument("--load", type=int, default=4, help="lookup load processes")
     args = parser.parse_args()
     with running_redis("--notify-keyspace-events", "KEA") as server, ExitStack() as stack:
         client = redis.Redis.from_url(server.url)
@@ -103,10 +121,30 @@ def main() -> None:
             )
 
         results = {"by hand (HSET)": propagation(by_hand), "gRPC API": propagation(by_api)}
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        ports = [replica.http_port for replica in replicas]
+        load = [
+            context.Process(target=keep_looking_up, args=(ports, args.extensions, stop))
+            for _ in range(args.load)
+        ]
+        for process in load:
+            process.start()
+        try:
+            time.sleep(1.0)  # the load is running
+            results["by hand, loaded"] = propagation(by_hand)
+            results["gRPC API, loaded"] = propagation(by_api)
+        finally:
+            stop.set()
+            for process in load:
+                process.join(timeout=30)
         channel.close()
         client.close()
     ms = 1000.0
-    print(f"{args.writes} writes each way, 2 replicas, {args.extensions} extensions in the domain")
+    print(
+        f"{args.writes} writes each way, 2 replicas, {args.extensions} extensions in the "
+        f"domain; loaded = {args.load} processes sending lookups to both replicas meanwhile"
+    )
     baseline = "lookup round trip (baseline)"
     print(
         f"{baseline:<44}p50 {statistics.median(round_trips) * ms:6.2f} ms"
@@ -114,7 +152,7 @@ def main() -> None:
     )
     for label, delays in results.items():
         print(
-            f"write {label:<15} -> answered  p50 {statistics.median(delays) * ms:6.2f} ms"
+            f"write {label:<17} -> answered  p50 {statistics.median(delays) * ms:6.2f} ms"
             f"   p99 {percentile(delays, 0.99) * ms:6.2f} ms   max {max(delays) * ms:6.2f} ms"
             f"   p99/baseline {percentile(delays, 0.99) / percentile(round_trips, 0.99):5.1f}x"
         )

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from cti.text import excerpt
+
 ChangeKind = Literal["extension", "template", "domain"]
 ChangeOp = Literal["create", "update", "delete"]
 
@@ -50,13 +52,16 @@ class DirectoryChange:
     @classmethod
     def from_json(cls, payload: str | bytes) -> DirectoryChange:
         """Raises ``ValueError`` for anything that is not a change event."""
-        data = json.loads(payload)
+        try:
+            data = json.loads(payload)
+        except RecursionError:  # anyone who may PUBLISH can nest it past the parser
+            raise ValueError("change event nested too deeply") from None
         if not isinstance(data, dict):
             raise ValueError("change event must be a JSON object")
         if data.get("kind") not in ("extension", "template", "domain"):
-            raise ValueError(f"unknown change kind {data.get('kind')!r}")
+            raise ValueError(f"unknown change kind {excerpt(str(data.get('kind')))}")
         if data.get("op") not in ("create", "update", "delete"):
-            raise ValueError(f"unknown change op {data.get('op')!r}")
+            raise ValueError(f"unknown change op {excerpt(str(data.get('op')))}")
         fields = {
             name: str(data.get(name) or "")
             for name in ("domain", "extension", "alias", "old_alias", "template")

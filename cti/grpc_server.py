@@ -106,21 +106,37 @@ def invalid_argument(
     )
 
 
+MAX_DETAIL_CHARS = 1000
+"""Any text of an error's details: a status travels in the trailers (~8 KB in all), and a
+message echoing a huge input would replace the error with RESOURCE_EXHAUSTED. Servicers
+quote inputs by :func:`cti.text.excerpt`; this is the backstop."""
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "..."
+
+
 def to_status(error: ApiError, domain: str) -> status_pb2.Status:
     """The rich ``google.rpc.Status`` for ``error`` (pure; used by the interceptor)."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason,
+        domain=domain,
+        metadata={_bounded(k): _bounded(v) for k, v in error.metadata.items()},
+    )
     details = [_packed(info)]
     if error.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=_bounded(v.field), description=_bounded(v.description)
                 )
                 for v in error.violations
             ]
         )
         details.append(_packed(bad))
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(
+        code=error.code.value[0], message=_bounded(error.message), details=details
+    )
 
 
 def _packed(message: Any) -> any_pb2.Any:

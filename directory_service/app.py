@@ -21,20 +21,9 @@ from directory_service.http import DirectoryHttp
 from directory_service.invalidation import InvalidationListener
 from directory_service.metrics import DirectoryMetrics
 from directory_service.notify_nodes import notify_nodes
+from directory_service.unusable import report_unusable
 
 log = logging.getLogger("directory_service")
-
-
-def log_unusable_entry(key: str, field: str, problem: str) -> None:
-    """One stored document cannot be served: say which (key and hash field), and why,
-    without its content (it may hold a password)."""
-    log.error(
-        "unusable directory entry: key %s field %r: %s; it answers not found",
-        key,
-        field,
-        problem,
-        extra={"redis_key": key, "redis_field": field},
-    )
 
 
 class DirectoryApp:
@@ -50,7 +39,7 @@ class DirectoryApp:
         cache = DirectoryCache(
             connect_async(self.settings.redis_url),
             directory.default_domain_params,
-            on_error=log_unusable_entry,
+            on_error=report_unusable,
             enabled=directory.cache,
         )
         self._http = DirectoryHttp(directory.http, cache, DirectoryMetrics(cache))

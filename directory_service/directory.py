@@ -17,14 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cti import redis_keys
+from cti.text import excerpt
 from directory_service import render
-from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
+from directory_service.model import DirectoryEntry, ExtensionFormatError
 from directory_service.request import DirectoryRequest
 
 GROUP_VARIABLE = "callgroup"
 """The user variable naming the groups (comma-separated) an extension belongs to, as in
 FreeSWITCH's stock directory; ``group_call`` answers from it."""
-CIDR_ATTRIBUTE = "cidr"
+CIDR_ATTRIBUTE = render.CIDR_ATTRIBUTE
 
 ErrorSink = Callable[[str, str, str], None]
 """``(redis key, hash field, problem)``: how a view reports a broken stored document. The
@@ -94,18 +95,22 @@ class DomainView:
         # that list users (groups, network lists) or none (the domain) apart.
         self._user_documents: dict[str, bytes] = {}
         self._listings: dict[tuple[str, str], bytes] = {}
+        # A domain name XML cannot carry (from the request) can be served nothing.
+        self._servable_name = render.text_problem(data.name) is None
 
     # -- answering -------------------------------------------------------------------
 
     def answer(self, request: DirectoryRequest) -> bytes:
         kind = request.kind
-        if kind == "invalid" or kind == "gateways" or not self.exists:
+        if kind == "invalid" or kind == "gateways" or not self.exists or not self._servable_name:
             # Gateways are not stored in this schema: "not found" lets sofia go on with the
             # gateways of its own XML.
             return render.NOT_FOUND
         if kind == "user":
             return self.user_answer(request.user, request.key or "id")
         if kind == "group":
+            if render.text_problem(request.group) is not None:
+                return render.NOT_FOUND  # from the request: no stored entry is to blame
             return self._memo(("group", request.group), lambda: self._group(request.group))
         if kind == "network-list":
             return self._memo(("network-list", ""), self._network_list)
@@ -152,8 +157,10 @@ class DomainView:
             raw = self.shared.domains.get(self.data.name)
             if raw is not None:
                 try:
-                    stored = parse_entry(raw)
+                    stored = render.servable_entry(raw)
                 except ExtensionFormatError as exc:
+                    # Unusable settings are ignored (the configured defaults apply), as
+                    # they were before they were written.
                     self.on_error(redis_keys.DOMAINS, self.data.name, str(exc))
             self._settings = DirectoryEntry(
                 params={**self.default_params, **stored.params}, variables=stored.variables
@@ -173,7 +180,7 @@ class DomainView:
             return None
         key = redis_keys.extensions(self.data.name)
         try:
-            entry = parse_entry(raw)
+            entry = render.servable_entry(raw, user_id)
         except ExtensionFormatError as exc:
             self.on_error(key, user_id, str(exc))
             return None
@@ -181,10 +188,10 @@ class DomainView:
             return entry
         template_raw = self.shared.templates.get(entry.template)
         if template_raw is None:
-            self.on_error(key, user_id, f"template {entry.template!r} does not exist")
+            self.on_error(key, user_id, f"template {excerpt(entry.template)} does not exist")
             return None
         try:
-            template = parse_entry(template_raw)
+            template = render.servable_entry(template_raw)
         except ExtensionFormatError as exc:
             self.on_error(redis_keys.TEMPLATES, entry.template, str(exc))
             return None
@@ -243,11 +250,17 @@ class DomainView:
         )
 
     def _network_list(self) -> bytes:
-        cidrs = [
-            (user_id, entry.attributes[CIDR_ATTRIBUTE])
-            for user_id, entry in self._usable_entries()
-            if entry.attributes.get(CIDR_ATTRIBUTE)
-        ]
+        cidrs = []
+        for user_id, entry in self._usable_entries():
+            cidr = entry.attributes.get(CIDR_ATTRIBUTE)
+            if not cidr:
+                continue
+            problem = render.cidr_problem(cidr)
+            if problem is None:
+                cidrs.append((user_id, cidr))
+            else:  # left out of the list alone (FreeSWITCH would refuse the whole list)
+                key = redis_keys.extensions(self.data.name)
+                self.on_error(key, user_id, f"attribute cidr: {problem}")
         if not cidrs:
             return render.NOT_FOUND
         return self._render_or_not_found(

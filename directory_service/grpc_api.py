@@ -88,14 +88,17 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             else ""
         )
         size = messages.page_size(request.page_size)
-        query = {"parent": request.parent, "template": template, "id_prefix": request.id_prefix}
+        id_prefix = validation.check_id_prefix(request.id_prefix, "id_prefix")
+        query = {"parent": request.parent, "template": template, "id_prefix": id_prefix}
         position = messages.decode_token(request.page_token, query, 3)
+        if position is not None and not messages.is_scan_cursor(position[1]):
+            raise messages.invalid_token()
         page, next_position = self.store.list_extensions(
             None if domain == validation.ALL_DOMAINS else domain,
             (position[0], position[1], position[2]) if position else None,
             size,
             template,
-            request.id_prefix,
+            id_prefix,
         )
         return directory_pb2.ListExtensionsResponse(
             extensions=[

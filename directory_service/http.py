@@ -18,6 +18,7 @@ from typing import Protocol
 
 import redis.exceptions
 from granian._granian import RSGIHTTPProtocol as HTTPProtocol
+from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 from granian.rsgi import Scope
 
 from cti.config import HttpSettings
@@ -131,7 +132,12 @@ class DirectoryHttp:
                 401, [*_TEXT, ("www-authenticate", 'Basic realm="cti"')], b"unauthorized\n"
             )
             return
-        body = await self._body(headers.get("content-length"), proto)
+        try:
+            body = await self._body(headers.get("content-length"), proto)
+        except IncompleteBody:
+            self.metrics.count("-", "refused")
+            proto.response_bytes(400, _TEXT, b"incomplete body\n")
+            return
         if body is None:
             self.metrics.count("-", "refused")
             proto.response_bytes(413, _TEXT, b"body too large\n")
@@ -170,17 +176,31 @@ class DirectoryHttp:
             log.warning("directory lookups failing: Redis unavailable (%s)", type(exc).__name__)
 
     async def _body(self, length: str | None, proto: HTTPProtocol) -> bytes | None:
-        """The body, or ``None`` when it is larger than allowed (never read past that)."""
+        """The body, or ``None`` when it is larger than allowed (never read past that).
+        :class:`IncompleteBody` when the client stopped sending before its end."""
         limit = self.settings.max_body_bytes
-        if length is not None:
-            if not length.isdigit() or int(length) > limit:
-                return None
-            body = await proto()
-            return body if len(body) <= limit else None
-        chunks, size = [], 0
-        async for chunk in proto:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            if length is not None:
+                if not length.isdigit() or int(length) > limit:
+                    return None
+                body = await proto()
+                if len(body) > limit:
+                    return None
+                if len(body) != int(length):
+                    raise IncompleteBody
+                return body
+            chunks, size = [], 0
+            async for chunk in proto:
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except (RSGIProtocolClosed, RSGIProtocolError):
+            # Shorter than its Content-Length, then half-closed: granian's transport is
+            # closed for reading (the answer may still reach the client).
+            raise IncompleteBody from None
+
+
+class IncompleteBody(Exception):
+    """The request body ended before the length it announced."""

@@ -22,12 +22,22 @@ connection therefore has its own :class:`NotificationRouter`.
 connections: it turns keyspace notifications on (``CONFIG SET``, merged with what is set),
 subscribes, and flushes the cache whenever it is not sure to see every change (any
 connection lost, or the cluster's primaries changed).
+
+A subscription that is up does not prove notifications arrive: an operator, a Redis
+restarted from a config without them or a managed Redis reset may turn them off
+(``CONFIG SET notify-keyspace-events ""``), and a connection may stop delivering without
+dropping. So each node's listener writes a canary key every :data:`CANARY_INTERVAL`
+seconds and must hear its notification: a node is live only once it has, and a canary
+unheard for :data:`CANARY_DEADLINE` seconds darkens the cache (one WARNING), restores the
+flags where ``CONFIG`` is allowed, and resubscribes if that was not the cause. The cache
+is live again once every node hears its canary. (:class:`Canary` is that rule, pure.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any, Protocol
@@ -41,6 +51,11 @@ from directory_service.notify_nodes import NotifyNodes
 
 log = logging.getLogger(__name__)
 
+CANARY_INTERVAL = 0.5
+CANARY_DEADLINE = 2.0
+CANARY_PREFIX = "cti:directory:canary:"
+"""Not ``cti_*``: the router never sees the canary, and nothing else reads it."""
+CANARY_TTL_MS = 10_000
 REQUIRED_NOTIFY_FLAGS = "Kghxe"
 """K: keyspace channel; h: hash commands; g: DEL/RENAME/EXPIRE...; x: expiries; e: evictions."""
 _ALL_ALIAS = "g$lshzxet"  # what "A" stands for (a subset is enough here)
@@ -134,6 +149,52 @@ class NotificationRouter:
             self.actions.invalidate_shared()
 
 
+class Canary:
+    """Pure: when to write the canary, and whether its notifications still arrive.
+
+    ``wrote(now)`` after each write, ``heard()`` on each notification of it; ``overdue``
+    once a write has gone unheard for ``deadline`` seconds (any notification heard after
+    a write shows delivery works until then)."""
+
+    def __init__(self, interval: float = CANARY_INTERVAL, deadline: float = CANARY_DEADLINE):
+        self.interval = interval
+        self.deadline = deadline
+        self.unheard_since: float | None = None  # the first write not followed by a notice
+        self.last_write: float | None = None
+        self.heard_since_start = False
+
+    def due(self, now: float) -> bool:
+        return self.last_write is None or now - self.last_write >= self.interval
+
+    def wrote(self, now: float) -> None:
+        self.last_write = now
+        if self.unheard_since is None:
+            self.unheard_since = now
+
+    def heard(self) -> None:
+        self.unheard_since = None
+        self.heard_since_start = True
+
+    def overdue(self, now: float) -> bool:
+        return self.unheard_since is not None and now - self.unheard_since > self.deadline
+
+    def restart_wait(self, now: float) -> None:
+        """Give the canary another full deadline (after trying to restore the flags)."""
+        self.unheard_since = now
+
+    def wait(self, now: float, idle: float) -> float:
+        """How long the listener may block on its connection before it must act."""
+        until_write = (
+            self.interval if self.last_write is None else (self.last_write + self.interval - now)
+        )
+        return max(0.0, min(idle, until_write))
+
+
+class SubscriberStalled(Exception):
+    """Notifications are enabled but this subscription hears none of its canary's: start
+    it over."""
+
+
 class Liveness(Protocol):
     def go_live(self) -> None: ...
     def go_dark(self) -> None: ...
@@ -154,7 +215,8 @@ _TRANSIENT = (redis.exceptions.RedisError, redis.exceptions.RedisClusterExceptio
 
 class InvalidationListener:
     """Keeps one subscription per notifying server alive (one for a single server or
-    Sentinel, one per primary on a Cluster); the cache is live only while all are."""
+    Sentinel, one per primary on a Cluster); the cache is live only while every one is
+    subscribed and hears its canary."""
 
     RETRY_MIN, RETRY_MAX = 0.05, 1.0
     IDLE_PING_SECONDS = 5.0
@@ -164,16 +226,27 @@ class InvalidationListener:
     over the cluster bus, which may lose them: without this, a lost change event would
     leave that node's later hand writes waiting for it forever."""
 
-    def __init__(self, nodes: NotifyNodes, cache: _CacheLike) -> None:
+    def __init__(
+        self,
+        nodes: NotifyNodes,
+        cache: _CacheLike,
+        canary_interval: float = CANARY_INTERVAL,
+        canary_deadline: float = CANARY_DEADLINE,
+    ) -> None:
         self.nodes = nodes
         self.cache = cache
+        self.canary_interval = canary_interval
+        self.canary_deadline = canary_deadline
+        self.canary_base = CANARY_PREFIX + uuid.uuid4().hex
+        self._silence_warned = False  # one WARNING per outage of notifications
+        self._config_refused_warned = False
 
     async def run(self) -> None:
         delay = self.RETRY_MIN
         while True:
             try:
                 await self._subscribe_all()
-                return  # CONFIG refused: the cache is disabled
+                return  # a client that cannot subscribe at all: the cache is disabled
             except asyncio.CancelledError:
                 self.cache.go_dark()
                 await self.nodes.aclose()
@@ -183,6 +256,8 @@ class InvalidationListener:
                 self.cache.go_dark()
                 delay = self.RETRY_MIN
                 continue
+            except SubscriberStalled:
+                self.cache.go_dark()  # warned when the canary went unheard
             except _TRANSIENT as exc:
                 if self.cache.live:  # once per outage, not once per retry
                     log.warning(
@@ -201,31 +276,36 @@ class InvalidationListener:
             delay = min(delay * 2, self.RETRY_MAX)
 
     async def _subscribe_all(self) -> None:
-        """Subscribe to every node and listen until one fails or the topology changes
-        (raises); return only if a node refuses CONFIG (cache disabled)."""
+        """Subscribe to every node and listen until one fails, goes silent or the
+        topology changes (raises)."""
         clients = await self.nodes.discover()
         try:
             for client in clients:
-                if not await self._enable_notifications(client):
-                    self.cache.enabled = False
-                    return
-            subscribed: set[int] = set()
+                await self._enable_notifications(client)
+            live_nodes: set[int] = set()
 
-            def on_subscribed(index: int) -> None:
-                subscribed.add(index)
-                if len(subscribed) == len(clients):  # also after any re-subscription
+            def node_live(index: int) -> None:
+                live_nodes.add(index)
+                if len(live_nodes) == len(clients) and not self.cache.live:
                     self.cache.go_live()  # flush, then live
+                    self._silence_warned = False
                     log.info(
-                        "directory cache live (keyspace notifications subscribed on %d "
+                        "directory cache live (keyspace notifications arrive from %d "
                         "Redis node(s))",
                         len(clients),
                     )
+
+            def node_dark(index: int) -> None:
+                live_nodes.discard(index)
+                self.cache.go_dark()
 
             listeners = [
                 self._listen(
                     client,
                     NotificationRouter(self.cache, self.nodes.db),
-                    partial(on_subscribed, index),
+                    self.nodes.canary_key(index, self.canary_base),
+                    partial(node_live, index),
+                    partial(node_dark, index),
                 )
                 for index, client in enumerate(clients)
             ]
@@ -237,61 +317,128 @@ class InvalidationListener:
         await self.nodes.changed()
         raise TopologyChanged
 
-    async def _enable_notifications(self, client: redis.asyncio.Redis) -> bool:
+    async def _enable_notifications(self, client: redis.asyncio.Redis) -> bool | None:
         """``CONFIG SET notify-keyspace-events`` if needed (again after every reconnect: a
-        restarted Redis forgets it). ``False`` if Redis refuses CONFIG (managed Redis)."""
+        restarted Redis forgets it). True if it set them, False if they were set, None if
+        Redis refuses CONFIG (managed Redis: then only the canary can tell)."""
         try:
             current = await client.config_get("notify-keyspace-events")
             flags = _text(current.get("notify-keyspace-events", ""))
             merged = merged_notify_flags(flags)
-            if merged is not None:
-                await client.config_set("notify-keyspace-events", merged)
+            if merged is None:
+                return False
+            await client.config_set("notify-keyspace-events", merged)
+            return True
         except redis.exceptions.ResponseError as exc:
+            if self._config_refused_warned:
+                return None
+            self._config_refused_warned = True
             log.warning(
-                "Redis refuses CONFIG (%s): cannot enable keyspace notifications, so the "
-                "directory cache is DISABLED and every lookup reads Redis. Set "
-                "notify-keyspace-events to include '%s' and allow CONFIG GET to cache again.",
+                "Redis refuses CONFIG (%s): cannot enable keyspace notifications; the "
+                "directory cache is used only while they arrive (set notify-keyspace-events "
+                "to include '%s'), until then every lookup reads Redis.",
                 exc,
                 REQUIRED_NOTIFY_FLAGS,
             )
+            return None
+
+    async def _write_canary(self, client: redis.asyncio.Redis, key: str, sequence: int) -> bool:
+        """HSET + PEXPIRE (notified under flags h and g). False if Redis refuses writes
+        (a read-only user): then the subscription alone must be trusted."""
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, "seq", str(sequence))
+                pipe.pexpire(key, CANARY_TTL_MS)
+                await pipe.execute()
+        except redis.exceptions.ResponseError as exc:
+            log.warning(
+                "cannot write the directory cache's canary key (%s): notifications that "
+                "stop arriving go unnoticed",
+                exc,
+            )
             return False
         return True
+
+    async def _silent(self, client: redis.asyncio.Redis, canary: Canary, now: float) -> None:
+        """The canary went unheard: darken (one WARNING), restore the flags if they were
+        turned off, else resubscribe (raises :class:`SubscriberStalled`)."""
+        if not self._silence_warned:
+            self._silence_warned = True
+            log.warning(
+                "keyspace notifications do not arrive (canary unheard for %.1f s); "
+                "directory cache dark, every lookup reads Redis until they flow again",
+                self.canary_deadline,
+            )
+        if await self._enable_notifications(client):
+            log.info("notify-keyspace-events restored; waiting for the canary")
+            canary.restart_wait(now)
+            return
+        raise SubscriberStalled
 
     async def _listen(
         self,
         client: redis.asyncio.Redis,
         router: NotificationRouter,
-        on_subscribed: Callable[[], None],
+        canary_key: str,
+        on_live: Callable[[], None],
+        on_dark: Callable[[], None],
     ) -> None:
-        """One node's subscription, until lost (raises). ``on_subscribed`` each time its
-        subscriptions are all confirmed (again after redis-py re-subscribes on its own)."""
+        """One node's subscription, until lost or silent (raises). ``on_live`` each time
+        its subscriptions are all confirmed and its canary heard after that (again after
+        redis-py re-subscribes on its own), ``on_dark`` when it must not be trusted."""
         loop = asyncio.get_running_loop()
         pubsub = client.pubsub()
+        canary_channel = router.keyspace_prefix + canary_key
+        canary = Canary(self.canary_interval, self.canary_deadline)
+        canary_writes = True
+        sequence = 0
         try:
             await pubsub.psubscribe(*router.patterns)
-            await pubsub.subscribe(*router.channels)
-            pending = len(router.patterns) + len(router.channels)
+            await pubsub.subscribe(*router.channels, canary_channel)
+            pending = len(router.patterns) + len(router.channels) + 1
+            live = False
             opened_at: float | None = None  # when the router's open bracket was noticed
             while True:
-                wait = self.BRACKET_MAX_SECONDS if router.bracket_open else self.IDLE_PING_SECONDS
+                now = loop.time()
+                if canary_writes and canary.due(now):
+                    sequence += 1
+                    canary_writes = await self._write_canary(client, canary_key, sequence)
+                    canary.wrote(now)
+                    if not canary_writes:
+                        canary.heard()  # nothing to wait for: trust the subscription
+                idle = self.BRACKET_MAX_SECONDS if router.bracket_open else self.IDLE_PING_SECONDS
+                wait = canary.wait(loop.time(), idle) if canary_writes else idle
                 message = await pubsub.get_message(timeout=wait)
                 if message is None:
-                    if router.bracket_open:
-                        router.abandon_bracket()
-                    await pubsub.ping()  # a dead connection raises here
+                    if wait >= idle:  # (while the canary is written, it detects that too)
+                        await pubsub.ping()  # a dead connection raises here
                 else:
                     kind = message["type"]
                     if kind in ("subscribe", "psubscribe"):
                         pending -= 1
-                        if pending <= 0:
-                            on_subscribed()
+                        if pending < 0 and live:  # redis-py re-subscribed: a gap
+                            live = False
+                            on_dark()
+                            canary.heard_since_start = False
+                    elif kind == "message" and _text(message["channel"]) == canary_channel:
+                        canary.heard()
                     elif kind in ("message", "pmessage"):
                         router.handle(_text(message["channel"]), message["data"])
+                now = loop.time()
+                if not live and pending <= 0 and canary.heard_since_start:
+                    live = True
+                    on_live()
+                if canary_writes and canary.overdue(now):
+                    if live:
+                        live = False
+                        on_dark()
+                    canary.heard_since_start = False
+                    await self._silent(client, canary, now)
                 if not router.bracket_open:
                     opened_at = None
                 elif opened_at is None:
-                    opened_at = loop.time()
-                elif loop.time() - opened_at > self.BRACKET_MAX_SECONDS:
+                    opened_at = now
+                elif now - opened_at > self.BRACKET_MAX_SECONDS:
                     router.abandon_bracket()
                     opened_at = None
         finally:

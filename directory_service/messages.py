@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from cti.text import excerpt
 from cti.v1 import directory_pb2
-from directory_service.errors import invalid_argument
+from directory_service.errors import ApiError, invalid_argument
 from directory_service.model import DirectoryEntry
 from directory_service.passwords import SECRET_PARAMS
 from directory_service.store import StoredDomain, StoredExtension, StoredTemplate
@@ -19,6 +20,9 @@ from directory_service.validation import domain_name, parse_template_name, templ
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+MAX_TOKEN_LENGTH = 4096
+MAX_MASK_PATHS = 64
+MAX_MASK_PATH = 200
 SECTIONS = {"params": "params", "variables": "variables", "attributes": "attributes"}
 """Message map field -> :class:`DirectoryEntry` attribute."""
 
@@ -88,11 +92,14 @@ def mask_paths(
     allowed = tuple(allowed)
     if not paths:
         return [name for name in allowed if _populated(message, name)]
+    if len(paths) > MAX_MASK_PATHS:
+        raise invalid_argument(field, f"at most {MAX_MASK_PATHS} paths")
     for path in paths:
         top, _, key = path.partition(".")
-        if top not in allowed or (key and top not in SECTIONS):
+        if top not in allowed or (key and top not in SECTIONS) or len(path) > MAX_MASK_PATH:
             raise invalid_argument(
-                field, f"cannot update {path!r}: paths are {', '.join(allowed)} or <map>.<key>"
+                field,
+                f"cannot update {excerpt(path)}: paths are {', '.join(allowed)} or <map>.<key>",
             )
     return list(paths)
 
@@ -165,18 +172,45 @@ def encode_token(query: Mapping[str, str], position: Sequence[str]) -> str:
 
 def decode_token(token: str, query: Mapping[str, str], size: int) -> list[str] | None:
     """The position in ``token`` (None for no token); INVALID_ARGUMENT if it is not ours
-    or was issued for another query."""
+    or was issued for another query. Whatever a client forges (any length, nesting or
+    text) ends here, never in a Redis command."""
     if not token:
         return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        document = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        position = document["p"]
-        ok = document["q"] == dict(query) and isinstance(position, list) and len(position) == size
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        ok = False
-    if not ok or not all(isinstance(p, str) for p in position):
-        raise invalid_argument(
-            "page_token", "not a page token of this query (same parent and filters)"
-        )
+    position: Any = None
+    ok = len(token) <= MAX_TOKEN_LENGTH
+    if ok:
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            document = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            position = document["p"]
+            ok = (
+                document["q"] == dict(query)
+                and isinstance(position, list)
+                and len(position) == size
+                and all(isinstance(p, str) and _is_text(p) for p in position)
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+            ok = False
+    if not ok:
+        raise invalid_token()
     return [str(p) for p in position]
+
+
+def invalid_token() -> ApiError:
+    return invalid_argument(
+        "page_token", "not a page token of this query (same parent and filters)"
+    )
+
+
+def _is_text(value: str) -> bool:
+    """Encodable as UTF-8 (JSON may carry a lone surrogate)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_scan_cursor(text: str) -> bool:
+    """A cursor Redis's ``HSCAN`` takes: decimal, below 2**64."""
+    return text.isascii() and text.isdigit() and len(text) <= 20 and int(text) < 2**64

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cti.text import excerpt
+
 SECTIONS = ("param", "variable", "attribute")
 
 
@@ -83,7 +85,12 @@ def parse_entry(raw: str | bytes) -> DirectoryEntry:
     """Parse a stored document; raises :class:`ExtensionFormatError` saying what is wrong."""
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        # Nested deeper than the parser recurses: as unreadable as any other bad JSON.
+        raise ExtensionFormatError("not JSON: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ExtensionFormatError("not JSON: not UTF-8 text") from None
+    except ValueError as exc:
         raise ExtensionFormatError(f"not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ExtensionFormatError("not a JSON object")
@@ -99,7 +106,7 @@ def parse_entry(raw: str | bytes) -> DirectoryEntry:
             try:
                 values[str(key)] = freeswitch_value(value)
             except ExtensionFormatError as exc:
-                raise ExtensionFormatError(f"{name}: field {key!r}: {exc}") from None
+                raise ExtensionFormatError(f"{name}: field {excerpt(str(key))}: {exc}") from None
         sections[name] = values
     template = document.get("template") or ""
     if not isinstance(template, str):

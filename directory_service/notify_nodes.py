@@ -16,6 +16,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 
 from cti.redis_client import connect_async, connect_cluster_node_async, mode_of
 
@@ -39,6 +40,11 @@ class NotifyNodes(Protocol):
 
     async def changed(self) -> None:
         """Return once the servers :meth:`discover` found are no longer the right ones."""
+        ...
+
+    def canary_key(self, index: int, base: str) -> str:
+        """``base``, made to live on the ``index``-th server :meth:`discover` returned (a
+        node publishes notifications only for the keys it holds)."""
         ...
 
     async def release(self, clients: Sequence[redis.asyncio.Redis]) -> None:
@@ -65,6 +71,9 @@ class SingleServer:
 
     async def changed(self) -> None:
         await asyncio.get_running_loop().create_future()  # never: the client follows
+
+    def canary_key(self, index: int, base: str) -> str:
+        return base
 
     async def release(self, clients: Sequence[redis.asyncio.Redis]) -> None:
         return None
@@ -104,6 +113,20 @@ class ClusterPrimaries:
             client.set_retry(Retry(NoBackoff(), 0))
             clients.append(client)
         return clients
+
+    def canary_key(self, index: int, base: str) -> str:
+        """``base{tag}`` with a hash tag whose slot the ``index``-th primary serves."""
+        host, port = sorted(self._subscribed)[index]
+        owned = {
+            slot
+            for slot, nodes in self._cluster.nodes_manager.slots_cache.items()
+            if nodes and (nodes[0].host, int(nodes[0].port)) == (host, port)
+        }
+        for tag in range(100_000):
+            key = f"{base}{{{tag}}}"
+            if key_slot(key.encode()) in owned:
+                return key
+        return base  # a primary without slots: nothing of ours lives there
 
     async def changed(self) -> None:
         while True:

@@ -9,11 +9,13 @@ document FreeSWITCH would misparse.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from xml.sax.saxutils import quoteattr
 
-from directory_service.model import DirectoryEntry, ExtensionFormatError
+from cti.text import excerpt
+from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
 
 NOT_FOUND = (
     b'<document type="freeswitch/xml"><section name="result">'
@@ -21,16 +23,49 @@ NOT_FOUND = (
 )
 DEFAULT_GROUP = "default"
 
-# XML 1.0 forbids these code points even as character references.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# XML 1.0 forbids these code points even as character references; a lone surrogate is
+# what an id or value that is not UTF-8 decodes to (surrogateescape), and UTF-8 cannot
+# encode it.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _XML_NAME = re.compile(r"[A-Za-z_][-A-Za-z0-9_.]*\Z")
 # Attributes that the document structure owns; a stored attribute must not replace them.
 _RESERVED_ATTRIBUTES = frozenset(("id",))
+CIDR_ATTRIBUTE = "cidr"
+
+
+def text_problem(value: str) -> str | None:
+    """Why XML cannot carry ``value`` (None: it can). The one rule for every text that
+    goes into a document, stored or accepted by the API."""
+    found = _NOT_XML.search(value)
+    if found is None:
+        return None
+    if "\ud800" <= found.group() <= "\udfff":
+        return "not valid UTF-8 text"
+    return f"holds U+{ord(found.group()):04X}, which XML cannot carry"
+
+
+def is_xml_name(name: str) -> bool:
+    """An attribute name this renderer writes (a subset of XML names)."""
+    return _XML_NAME.match(name) is not None
+
+
+def cidr_problem(value: str) -> str | None:
+    """Why ``value`` is not a ``cidr`` attribute FreeSWITCH's network lists take:
+    comma-separated networks, each ``address/prefix`` (None: it is)."""
+    for item in (part.strip() for part in value.split(",")):
+        try:
+            if "/" not in item:
+                raise ValueError
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{excerpt(item)} is not a CIDR network (address/prefix)"
+    return None
 
 
 def _attr(value: str) -> str:
-    if _NOT_XML.search(value):
-        raise ExtensionFormatError("a value holds a control character XML cannot carry")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ExtensionFormatError(f"a value {problem}")
     return quoteattr(value)
 
 
@@ -49,7 +84,7 @@ def _user_attributes(attributes: Mapping[str, str]) -> str:
         if name in _RESERVED_ATTRIBUTES:
             continue
         if not _XML_NAME.match(name):
-            raise ExtensionFormatError(f"attribute name {name!r} is not an XML name")
+            raise ExtensionFormatError(f"attribute name {excerpt(name)} is not an XML name")
         parts.append(f" {name}={_attr(value)}")
     return "".join(parts)
 
@@ -70,6 +105,32 @@ def _document(domain: str, settings: DirectoryEntry, inner: str) -> bytes:
 
 def _groups(group: str, users: str) -> str:
     return f"<groups><group name={_attr(group)}><users>{users}</users></group></groups>"
+
+
+def check_entry(entry: DirectoryEntry) -> None:
+    """Raise :class:`ExtensionFormatError` unless every name and value of ``entry`` can be
+    rendered (a template or domain settings: no id of its own)."""
+    _name_value_list("params", "param", entry.params)
+    _name_value_list("variables", "variable", entry.variables)
+    _user_attributes(entry.attributes)
+
+
+def check_user(user_id: str, entry: DirectoryEntry) -> None:
+    """Raise :class:`ExtensionFormatError` unless ``user_id`` with ``entry`` renders:
+    what the directory serves, what the API accepts, and what a stored entry must be."""
+    user_xml(user_id, entry)
+
+
+def servable_entry(raw: str | bytes, user_id: str | None = None) -> DirectoryEntry:
+    """A stored document parsed and checked to render (an extension when ``user_id`` is
+    given, else a template or domain settings); :class:`ExtensionFormatError` says why
+    not. The one test of "broken" for lookups and the API alike."""
+    entry = parse_entry(raw)
+    if user_id is None:
+        check_entry(entry)
+    else:
+        check_user(user_id, entry)
+    return entry
 
 
 def user_xml(user_id: str, entry: DirectoryEntry) -> str:

@@ -34,8 +34,9 @@ from redis.client import Pipeline
 from cti import redis_keys
 from cti.changes import ChangeKind, ChangeOp
 from cti.redis_client import publish_in_transaction
-from directory_service import errors
+from directory_service import errors, render
 from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
+from directory_service.unusable import report_unusable
 from directory_service.validation import domain_name, extension_name, template_name
 from directory_service.write_plan import (
     Bracket,
@@ -103,10 +104,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _parse(name: str, raw: Raw) -> DirectoryEntry:
+def _parse(
+    name: str, raw: Raw, where: tuple[str, str], user_id: str | None = None
+) -> DirectoryEntry:
+    """The stored entry at ``where`` (Redis key, field), or FAILED_PRECONDITION if it is
+    broken (the same test as lookups: :func:`render.servable_entry`), logged once."""
     try:
-        return parse_entry(raw)
+        return render.servable_entry(raw, user_id)
     except ExtensionFormatError as exc:
+        report_unusable(*where, str(exc))
         raise errors.stored_value_invalid(name, str(exc)) from None
 
 
@@ -161,7 +167,9 @@ class DirectoryStore:
         name = extension_name(domain, extension_id)
         if raw is None:
             raise errors.not_found("extension", name)
-        return StoredExtension(domain, extension_id, _parse(name, raw), etag_of(raw))
+        key = redis_keys.extensions(domain)
+        entry = _parse(name, raw, (key, extension_id), extension_id)
+        return StoredExtension(domain, extension_id, entry, etag_of(raw))
 
     def extension_domains(self) -> list[str]:
         """Every domain that has an extension hash, sorted."""
@@ -224,13 +232,12 @@ class DirectoryStore:
                 items = items[ids.index(resume_after) + 1 :] if resume_after in ids else items
                 resume_after = None
             for index, (raw_id, raw) in enumerate(items):
-                extension_id = raw_id.decode(errors="replace")
+                # Not UTF-8: decodes to lone surrogates, which servable_entry refuses.
+                extension_id = raw_id.decode(errors="surrogateescape")
                 try:
-                    entry = parse_entry(raw)
+                    entry = render.servable_entry(raw, extension_id)
                 except ExtensionFormatError as exc:
-                    log.warning(
-                        "skipping unreadable extension %s@%s: %s", extension_id, domain, exc
-                    )
+                    report_unusable(key, extension_id, str(exc))  # Get reports it too
                     continue
                 if template and entry.template != template:
                     continue
@@ -439,7 +446,7 @@ class DirectoryStore:
             if raw is None:
                 raise errors.not_found("extension", name)
             _check_etag(name, etag, raw)
-            old = _parse(name, raw)
+            old = _parse(name, raw, (redis_keys.extensions(domain), extension_id), extension_id)
             new = change(old)
             if (
                 new.template
@@ -507,7 +514,8 @@ class DirectoryStore:
         if raw is None:
             raise errors.not_found("template", name)
         usage = self._template_usage().get(template, 0)
-        return StoredTemplate(template, _parse(name, raw), etag_of(raw), usage)
+        entry = _parse(name, raw, (redis_keys.TEMPLATES, template))
+        return StoredTemplate(template, entry, etag_of(raw), usage)
 
     def list_templates(self, after: str, limit: int) -> tuple[list[StoredTemplate], str | None]:
         stored = {_text(k): v for k, v in self.client.hgetall(redis_keys.TEMPLATES).items()}
@@ -516,9 +524,9 @@ class DirectoryStore:
         page: list[StoredTemplate] = []
         for template in names[:limit]:
             try:
-                entry = parse_entry(stored[template])
+                entry = render.servable_entry(stored[template])
             except ExtensionFormatError as exc:
-                log.warning("skipping unreadable template %s: %s", template, exc)
+                report_unusable(redis_keys.TEMPLATES, template, str(exc))
                 continue
             page.append(
                 StoredTemplate(template, entry, etag_of(stored[template]), usage.get(template, 0))
@@ -576,7 +584,7 @@ class DirectoryStore:
             if raw is None:
                 raise errors.not_found("template", name)
             _check_etag(name, etag, raw)
-            return change(_parse(name, raw))
+            return change(_parse(name, raw, (redis_keys.TEMPLATES, template)))
 
         new, _ = self._write_settings(
             "template", redis_keys.TEMPLATES, template, name, decide, deadline
@@ -613,7 +621,9 @@ class DirectoryStore:
         count = int(self.client.hlen(redis_keys.extensions(domain)))
         if raw is None and count == 0:
             raise errors.not_found("domain", name)
-        entry = _parse(name, raw) if raw is not None else DirectoryEntry()
+        entry = (
+            _parse(name, raw, (redis_keys.DOMAINS, domain)) if raw is not None else DirectoryEntry()
+        )
         return StoredDomain(domain, entry, etag_of(raw), count)
 
     def list_domains(self, after: str, limit: int) -> tuple[list[StoredDomain], str | None]:
@@ -623,9 +633,9 @@ class DirectoryStore:
         for domain in names[:limit]:
             raw = settings.get(domain)
             try:
-                entry = parse_entry(raw) if raw is not None else DirectoryEntry()
+                entry = render.servable_entry(raw) if raw is not None else DirectoryEntry()
             except ExtensionFormatError as exc:
-                log.warning("unreadable settings of domain %s: %s", domain, exc)
+                report_unusable(redis_keys.DOMAINS, domain, str(exc))
                 entry = DirectoryEntry()
             count = int(self.client.hlen(redis_keys.extensions(domain)))
             page.append(StoredDomain(domain, entry, etag_of(raw), count))
@@ -663,7 +673,8 @@ class DirectoryStore:
             if raw is None and count == 0:
                 raise errors.not_found("domain", name)
             _check_etag(name, etag, raw)
-            return change(_parse(name, raw) if raw is not None else DirectoryEntry())
+            stored = _parse(name, raw, (redis_keys.DOMAINS, domain)) if raw is not None else None
+            return change(stored or DirectoryEntry())
 
         new, _ = self._write_settings("domain", redis_keys.DOMAINS, domain, name, decide, deadline)
         assert new is not None

@@ -17,6 +17,8 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
+from cti.text import excerpt
+from directory_service import render
 from directory_service.errors import invalid_argument
 from directory_service.model import DirectoryEntry
 from directory_service.passwords import A1_HASH, PASSWORD, SECRET_PARAMS
@@ -32,6 +34,11 @@ A1_HASH_VALUE = re.compile(r"[0-9a-f]{32}")
 POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
 MILLISECONDS = re.compile(r"[0-9]{1,12}")
 MAX_VALUE_LENGTH = 4096
+MAX_MAP_ENTRIES = 200
+"""Per params/variables/attributes map: FreeSWITCH users carry a few dozen at most."""
+MAX_NAME_LENGTH = 600
+"""A resource name: ``domains/`` + 253 + ``/extensions/`` + 256, rounded up."""
+MAX_PREFIX_LENGTH = 256
 
 EXTENSIONS_COLLECTION = "extensions"
 TEMPLATE_PREFIX = "templates/"
@@ -56,7 +63,8 @@ def check_domain(domain: str, field: str) -> str:
         pass
     if not all(DOMAIN_LABEL.fullmatch(label) for label in domain.split(".")):
         raise invalid_argument(
-            field, f"{domain!r} is not a domain name (letters, digits, '-', labels joined by '.')"
+            field,
+            f"{excerpt(domain)} is not a domain name (letters, digits, '-', labels joined by '.')",
         )
     return domain
 
@@ -65,8 +73,8 @@ def check_extension_id(extension_id: str, field: str) -> str:
     if not EXTENSION_ID.fullmatch(extension_id):
         raise invalid_argument(
             field,
-            f"{extension_id!r} is not an extension id: 1-64 of lower-case letters, digits and "
-            "'._+-', starting with a letter or digit (FreeSWITCH matches ids "
+            f"{excerpt(extension_id)} is not an extension id: 1-64 of lower-case letters, "
+            "digits and '._+-', starting with a letter or digit (FreeSWITCH matches ids "
             "case-insensitively, so ids are kept lower-case)",
         )
     return extension_id
@@ -75,15 +83,16 @@ def check_extension_id(extension_id: str, field: str) -> str:
 def check_template_id(template: str, field: str) -> str:
     if not TEMPLATE_ID.fullmatch(template):
         raise invalid_argument(
-            field, f"{template!r} is not a template id: 1-64 of letters, digits and '._-'"
+            field, f"{excerpt(template)} is not a template id: 1-64 of letters, digits and '._-'"
         )
     return template
 
 
 def parse_domain_name(name: str, field: str, allow_all: bool = False) -> str:
     """``domains/{domain}`` -> domain (``-`` = every domain, when ``allow_all``)."""
+    _check_name_length(name, field)
     if not name.startswith(DOMAIN_PREFIX):
-        raise invalid_argument(field, f"{name!r} is not a domain name (domains/{{domain}})")
+        raise invalid_argument(field, f"{excerpt(name)} is not a domain name (domains/{{domain}})")
     domain = name[len(DOMAIN_PREFIX) :]
     if allow_all and domain == ALL_DOMAINS:
         return domain
@@ -96,23 +105,41 @@ def parse_extension_name(name: str, field: str) -> tuple[str, str]:
     Names an existing extension, so the id may be anything an entry written by hand uses
     (say ``Alice``), short of ``/``, whitespace and control characters; only *new* ids
     must pass :func:`check_extension_id`."""
+    _check_name_length(name, field)
     parts = name.split("/")
     if len(parts) != 4 or parts[0] != "domains" or parts[2] != EXTENSIONS_COLLECTION:
         raise invalid_argument(
-            field, f"{name!r} is not an extension name (domains/{{domain}}/extensions/{{id}})"
+            field,
+            f"{excerpt(name)} is not an extension name (domains/{{domain}}/extensions/{{id}})",
         )
     if not STORED_ID.fullmatch(parts[3]):
-        raise invalid_argument(field, f"{parts[3]!r} is not an extension id")
+        raise invalid_argument(field, f"{excerpt(parts[3])} is not an extension id")
     return check_domain(parts[1], field), parts[3]
 
 
 def parse_template_name(name: str, field: str, allow_bare: bool = False) -> str:
     """``templates/{template}`` -> template id; a bare id too when ``allow_bare``."""
+    _check_name_length(name, field)
     if name.startswith(TEMPLATE_PREFIX):
         return check_template_id(name[len(TEMPLATE_PREFIX) :], field)
     if allow_bare:
         return check_template_id(name, field)
-    raise invalid_argument(field, f"{name!r} is not a template name (templates/{{template}})")
+    raise invalid_argument(
+        field, f"{excerpt(name)} is not a template name (templates/{{template}})"
+    )
+
+
+def _check_name_length(name: str, field: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise invalid_argument(field, f"longer than {MAX_NAME_LENGTH} characters")
+
+
+def check_id_prefix(prefix: str, field: str) -> str:
+    if len(prefix) > MAX_PREFIX_LENGTH or not STORED_ID.fullmatch(prefix or "x"):
+        raise invalid_argument(
+            field, f"at most {MAX_PREFIX_LENGTH} characters, no '/', whitespace or control"
+        )
+    return prefix
 
 
 def extension_name(domain: str, extension_id: str) -> str:
@@ -134,7 +161,11 @@ def template_name(template: str) -> str:
 def check_password(password: str, field: str) -> str:
     if not password:
         raise invalid_argument(field, "must not be empty (an empty password lets anyone in)")
-    if len(password) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in password):
+    if (
+        len(password) > 256
+        or any(ord(c) < 32 or ord(c) == 127 for c in password)
+        or render.text_problem(password) is not None
+    ):
         raise invalid_argument(field, "at most 256 printable characters")
     return password
 
@@ -149,7 +180,7 @@ def check_auth_acl(value: str, field: str) -> None:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise invalid_argument(
-                    field, f"{item!r} is not a CIDR network (e.g. 192.168.0.100/32)"
+                    field, f"{excerpt(item)} is not a CIDR network (e.g. 192.168.0.100/32)"
                 ) from None
             continue
         try:
@@ -157,9 +188,11 @@ def check_auth_acl(value: str, field: str) -> None:
         except ValueError:
             pass
         else:
-            raise invalid_argument(field, f"{item!r}: write an address as CIDR ({item}/32)")
+            raise invalid_argument(field, f"{excerpt(item)}: write an address as CIDR ({item}/32)")
         if not ACL_NAME.fullmatch(item):
-            raise invalid_argument(field, f"{item!r} is neither a CIDR network nor an ACL name")
+            raise invalid_argument(
+                field, f"{excerpt(item)} is neither a CIDR network nor an ACL name"
+            )
 
 
 def check_user_agent_filter(value: str, field: str) -> None:
@@ -170,16 +203,20 @@ def check_user_agent_filter(value: str, field: str) -> None:
 
 
 def _check_map(values: Mapping[str, str], field: str) -> None:
+    """Bounded names and values, each of which the directory's XML can carry."""
+    if len(values) > MAX_MAP_ENTRIES:
+        raise invalid_argument(field, f"at most {MAX_MAP_ENTRIES} entries")
     for key, value in values.items():
         if not MAP_KEY.fullmatch(key):
             raise invalid_argument(
-                f"{field}.{key}" if key else field,
-                f"{key!r} is not a valid name (letters, digits and '_.:+-', at most 128)",
+                f"{field}.{key}" if key and len(key) <= 128 else field,
+                f"{excerpt(key)} is not a valid name (letters, digits and '_.:+-', at most 128)",
             )
-        if len(value) > MAX_VALUE_LENGTH or "\x00" in value:
-            raise invalid_argument(
-                f"{field}.{key}", f"at most {MAX_VALUE_LENGTH} characters, no NUL"
-            )
+        if len(value) > MAX_VALUE_LENGTH:
+            raise invalid_argument(f"{field}.{key}", f"at most {MAX_VALUE_LENGTH} characters")
+        problem = render.text_problem(value)
+        if problem is not None:
+            raise invalid_argument(f"{field}.{key}", f"the value {problem}")
 
 
 def _check_params(params: Mapping[str, str], field: str) -> None:
@@ -191,23 +228,37 @@ def _check_params(params: Mapping[str, str], field: str) -> None:
     limit = params.get("max-registrations-per-extension")
     if limit is not None and not POSITIVE_INT.fullmatch(limit):
         raise invalid_argument(
-            f"{field}.max-registrations-per-extension", f"{limit!r} is not a positive integer"
+            f"{field}.max-registrations-per-extension",
+            f"{excerpt(limit)} is not a positive integer",
         )
 
 
 def _check_attributes(attributes: Mapping[str, str], field: str) -> None:
     _check_map(attributes, field)
+    for key in attributes:
+        if not render.is_xml_name(key):
+            raise invalid_argument(
+                field,
+                f"{excerpt(key)}: an attribute name starts with a letter or '_' and "
+                "holds only letters, digits and '-_.' (it is an XML attribute)",
+            )
+    cidr = attributes.get(render.CIDR_ATTRIBUTE)
+    if cidr is not None:
+        problem = render.cidr_problem(cidr)
+        if problem is not None:
+            raise invalid_argument(f"{field}.{render.CIDR_ATTRIBUTE}", problem)
     cacheable = attributes.get("cacheable", "")
     if cacheable and cacheable != "true" and not MILLISECONDS.fullmatch(cacheable):
         raise invalid_argument(
             f"{field}.cacheable",
-            f"{cacheable!r}: milliseconds or 'true' (FreeSWITCH caches any other value forever)",
+            f"{excerpt(cacheable)}: milliseconds or 'true' "
+            "(FreeSWITCH caches any other value forever)",
         )
     alias = attributes.get("number-alias", "")
     if alias and not ALIAS.fullmatch(alias):
         raise invalid_argument(
             f"{field}.number-alias",
-            f"{alias!r} is not an alias: 1-64 of letters, digits and '._+-'",
+            f"{excerpt(alias)} is not an alias: 1-64 of letters, digits and '._+-'",
         )
     if "id" in attributes:
         raise invalid_argument(f"{field}.id", "the id is the extension's name, not an attribute")

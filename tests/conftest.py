@@ -3,9 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
-from tests.support import RedisServer, running_redis
+from tests.support import RedisServer, reset_redis, running_redis
 
 
 @pytest.fixture(scope="session")
@@ -18,10 +17,5 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    if redis_server.process is None:  # a test stopped it to simulate an outage
-        redis_server.start()
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.config_set("notify-keyspace-events", "KEA")
-    client.close()
+    reset_redis(redis_server)
     return redis_server.url

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote_plus
 
+import redis
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 XML_CURL_DIR = FIXTURES / "freeswitch" / "xml_curl"
@@ -88,6 +90,17 @@ class RedisServer:
             ["redis-cli", "-p", str(self.port), *args], check=True, capture_output=True
         )
         return out.stdout.decode()
+
+
+def reset_redis(server: RedisServer) -> None:
+    """The shared server as each test wants it: running (a test may have stopped it to
+    simulate an outage), empty, keyspace notifications on."""
+    if server.process is None:
+        server.start()
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    client.config_set("notify-keyspace-events", "KEA")
+    client.close()
 
 
 @contextmanager

@@ -69,9 +69,8 @@ def test_event_service_port_is_named(redis_url: str) -> None:
         address = f"127.0.0.1:{events.server.port}"
         result = run_ctictl(address, "ext", "list")
         assert result.returncode == 1 and result.stdout == ""
-        assert f"{address} is not a DirectoryService (it serves cti.v1.EventService)" in (
-            result.stderr
-        )
+        served = "cti.v1.CallControlService, cti.v1.EventService"
+        assert f"{address} is not a DirectoryService (it serves {served})" in result.stderr
         error = json_error(run_ctictl(address, "--json", "domains", "list"))
         assert error["reason"] == "WRONG_SERVICE"
 

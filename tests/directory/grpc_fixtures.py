@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
+import redis
 
+from cti import redis_keys
 from cti.config import parse_settings
 from cti.v1 import directory_pb2_grpc
+from directory_service.directory import DomainData, DomainView, SharedData
 from directory_service.grpc_api import create_grpc_server
+from directory_service.request import DirectoryRequest
 from tests.support import free_port
 
 TOKEN = "test-token-1"
@@ -99,3 +103,19 @@ def expect_error(
         assert field in [f for f, _ in violations], (violations, error.details())
         assert field in error.details()
     return error
+
+
+def served(redis_url: str, domain: str, user: str) -> bytes:
+    """What a lookup of ``user`` answers from what Redis holds now (the domain view the
+    xml_curl edge answers with, built from a fresh read): "what the API accepts the
+    directory serves" checks against this."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stored = cast(dict[bytes, bytes], client.hgetall(redis_keys.extensions(domain)))
+        shared = cast(dict[bytes, bytes], client.hgetall(redis_keys.TEMPLATES))
+    finally:
+        client.close()
+    extensions = {k.decode("utf-8", "surrogateescape"): v for k, v in stored.items()}
+    templates = {k.decode(): v for k, v in shared.items()}
+    view = DomainView(DomainData(domain, extensions), SharedData(templates, {}), {})
+    return view.answer(DirectoryRequest(section="directory", domain=domain, user=user))

@@ -6,9 +6,12 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import pytest
+
+from cti.changes import DirectoryChange
 from directory_service import render
 from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.invalidation import NotificationRouter, merged_notify_flags
+from directory_service.invalidation import Canary, NotificationRouter, merged_notify_flags
 from directory_service.request import DirectoryRequest
 from tests.directory.service import is_not_found, name_values, parse_user
 
@@ -224,3 +227,32 @@ def test_lookup_by_another_attribute_key() -> None:
     v = view({"1000": raw(attribute={"mailbox": "MB1"}), "1001": raw()})
     assert parse_user(v.answer(user_req("mb1", key="mailbox")))[2].get("id") == "1000"
     assert is_not_found(v.answer(user_req("1000", key="mailbox")))
+
+
+def test_canary_overdue_only_when_a_write_goes_unheard() -> None:
+    canary = Canary(interval=0.5, deadline=2.0)
+    assert canary.due(0.0) and not canary.overdue(100.0)  # nothing written yet
+    canary.wrote(0.0)
+    assert not canary.due(0.4) and canary.due(0.5)
+    canary.wrote(0.5)
+    assert not canary.overdue(2.0) and canary.overdue(2.1)  # from the first unheard write
+    canary.heard()
+    assert canary.heard_since_start and not canary.overdue(10.0)
+    canary.wrote(10.0)
+    canary.restart_wait(11.0)
+    assert not canary.overdue(12.9) and canary.overdue(13.1)
+    assert canary.wait(10.2, idle=5.0) == pytest.approx(0.3)
+
+
+def test_router_a_forged_deeply_nested_change_event_is_just_unreadable() -> None:
+    """Anyone who may PUBLISH can send one; it escaped as RecursionError, which ended the
+    subscriber with the cache disabled for good (issue 9, found beside defect 1)."""
+    recorder = Recorder()
+    router = NotificationRouter(recorder)
+    router.handle("cti:directory:write-begin", b"d")
+    router.handle(KS + "cti_exten@d", b"hset")
+    router.handle("cti:directory:changes", b"[" * 100_000)
+    assert recorder.calls == [("domain", "d")]
+    with pytest.raises(ValueError) as caught:
+        DirectoryChange.from_json('{"kind": "' + "k" * 10_000 + '"}')
+    assert len(str(caught.value)) < 200

@@ -16,6 +16,7 @@ from tests.directory.service import (
     running_service,
     until,
 )
+from tests.directory.tcp_proxy import SilencingProxy
 from tests.support import running_redis
 
 DOMAIN = "faults.example"
@@ -58,7 +59,7 @@ def test_redis_outage_answers_503_then_recovers_by_itself() -> None:
         assert password(svc) == "after"
         svc.wait_until_live()
         server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
-        assert password(svc) == "by-hand"
+        until(lambda: password(svc) == "by-hand")  # asynchronous: docs/realtime.md
         assert "K" in server.cli("CONFIG", "GET", "notify-keyspace-events")
 
 
@@ -126,3 +127,73 @@ def server_busy(port: int) -> bool:
             return not sock.recv(16)
         except TimeoutError:
             return True
+
+
+def test_notifications_turned_off_behind_its_back_darken_then_come_back() -> None:
+    """``CONFIG SET notify-keyspace-events ""`` while the subscriber stays connected (issue
+    9, defect 4): the cache must stop answering from memory, restore the flags, warn once
+    and be live again; it kept a password changed by hand for as long as it ran."""
+    with running_redis() as server, running_service(server.url) as svc:
+        svc.wait_until_live()
+        seed(server.url, "before")
+        assert password(svc) == "before"
+        assert password(svc) == "before"  # cached now
+        server.cli("CONFIG", "SET", "notify-keyspace-events", "")
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
+        until(lambda: password(svc) == "by-hand", timeout=20)
+        until(lambda: "K" in server.cli("CONFIG", "GET", "notify-keyspace-events"), timeout=20)
+        svc.wait_until_live(timeout=20)
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "again"}}))
+        until(lambda: password(svc) == "again", timeout=20)
+        warnings = [
+            e
+            for e in svc.logs()
+            if e["level"] == "WARNING" and "notifications do not arrive" in e["message"]
+        ]
+        assert len(warnings) == 1, warnings
+
+
+def test_a_deeply_nested_value_is_one_unusable_entry_logged_once(redis_url: str) -> None:
+    """Issue 9, defect 1, end to end with the cache off (every lookup parses again): the
+    entry answers not found, the domain's other users (by alias and any case too) are
+    unaffected, and it is named once, by key and field, without a traceback."""
+    deep = '{"template": "t", "attribute": {"number-alias": "x"}, "z": ' + "[" * 5000
+    client = redis.Redis.from_url(redis_url)
+    client.hset(
+        KEY,
+        mapping={
+            "1000": json.dumps({"param": {"password": "p"}, "attribute": {"number-alias": "al"}}),
+            "1001": deep + "]" * 5000 + "}",
+        },
+    )
+    client.close()
+    with running_service(redis_url, {"directory": {"cache": False}}) as svc:
+        for _ in range(20):
+            assert is_not_found(svc.lookup(DOMAIN, "1001"))
+            assert parse_user(svc.lookup(DOMAIN, "AL"))[2].get("id") == "1000"
+            assert is_not_found(svc.lookup(DOMAIN, "nobody"))
+        named = [e for e in svc.logs() if e.get("redis_field") == "1001"]
+        assert len(named) == 1 and named[0]["redis_key"] == KEY, named
+        assert "Traceback" not in svc.log_path.read_text()
+
+
+def test_a_subscriber_that_stops_receiving_is_noticed_and_replaced() -> None:
+    """The subscriber's connection stays up but delivers nothing more (a stuck proxy or
+    NAT, a wedged server; issue 9): the canary goes unheard, the cache goes dark and a new
+    subscription takes over."""
+    with (
+        running_redis("--notify-keyspace-events", "KEA") as server,
+        SilencingProxy(server.port) as proxy,
+        running_service(proxy.url) as svc,
+    ):
+        svc.wait_until_live()
+        seed(server.url, "before")
+        assert password(svc) == "before"
+        assert password(svc) == "before"  # cached now
+        assert proxy.silence_subscribers() >= 1
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "by-hand"}}))
+        until(lambda: password(svc) == "by-hand", timeout=20)
+        svc.wait_until_live(timeout=20)
+        server.cli("HSET", KEY, "1000", json.dumps({"param": {"password": "again"}}))
+        until(lambda: password(svc) == "again", timeout=20)
+        assert any("notifications do not arrive" in e["message"] for e in svc.logs())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -75,3 +76,44 @@ def test_source_outside_the_allow_list_is_refused(redis_server: RedisServer) -> 
     with running_service(redis_server.url, config) as svc:
         _, body = xml_curl_fixture("03")
         assert svc.post(body)[0] == 403
+
+
+def test_a_body_shorter_than_its_content_length_is_a_client_error(guarded: Service) -> None:
+    """The client promises 100 bytes, sends 10 and half-closes (issue 9, defect 3): a 4xx,
+    never a 500 with a traceback."""
+    auth = basic(USER, PASSWORD)["Authorization"]
+    head = (
+        "POST /directory HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nAuthorization: {auth}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", guarded.http_port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"section=di")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    if answer:  # the server may also just close: the client is gone
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer
+    assert not [e for e in guarded.logs() if e["level"] in ("ERROR", "CRITICAL")]
+    assert "Traceback" not in guarded.log_path.read_text()
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "１２", "+5", "-1"])
+def test_a_content_length_that_is_no_small_decimal_is_refused(
+    guarded: Service, length: str
+) -> None:
+    auth = basic(USER, PASSWORD)["Authorization"]
+    head = (
+        f"POST /directory HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+        f"Connection: close\r\nAuthorization: {auth}\r\n\r\nsection=directory"
+    )
+    with socket.create_connection(("127.0.0.1", guarded.http_port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    if answer:
+        assert int(answer.split(b" ", 2)[1]) < 500, answer
+    assert "Traceback" not in guarded.log_path.read_text()

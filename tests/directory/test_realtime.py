@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,10 +19,12 @@ from tests.directory.service import (
     name_values,
     parse_user,
     running_service,
+    until,
 )
 from tests.support import RedisServer
 
 _counter = itertools.count()
+DEADLINE = 10.0
 
 
 def doc(**sections: Any) -> str:
@@ -53,7 +55,14 @@ def password_of(document: bytes) -> str:
     return name_values(parse_user(document)[2], "params", "param").get("password", "")
 
 
-def test_write_by_hand_is_seen_by_the_next_lookup(
+def eventually(condition: Callable[[], bool]) -> None:
+    """A write by hand reaches a replica through an asynchronous keyspace notification:
+    the bound is measured by ``bench/bench_invalidation.py`` (docs/realtime.md); a test
+    only waits for it, with a deadline generous enough for a busy machine."""
+    until(condition, timeout=DEADLINE)
+
+
+def test_write_by_hand_is_answered_within_the_bound(
     service: Service, redis_server: RedisServer, client: redis.Redis, domain: str
 ) -> None:
     key = redis_keys.extensions(domain)
@@ -63,13 +72,13 @@ def test_write_by_hand_is_seen_by_the_next_lookup(
     assert password_of(service.lookup(domain, "1000")) == "one"
     assert service.cache_count("hit") == hits + 1  # answered from the cache
     redis_server.cli("HSET", key, "1000", doc(param={"password": "two"}))
-    assert password_of(service.lookup(domain, "1000")) == "two"
+    eventually(lambda: password_of(service.lookup(domain, "1000")) == "two")
     redis_server.cli("HDEL", key, "1000")
-    assert is_not_found(service.lookup(domain, "1000"))
+    eventually(lambda: is_not_found(service.lookup(domain, "1000")))
     redis_server.cli("HSET", key, "1001", doc(param={"password": "x"}))
-    assert password_of(service.lookup(domain, "1001")) == "x"
+    eventually(lambda: password_of(service.lookup(domain, "1001")) == "x")
     redis_server.cli("DEL", key)
-    assert is_not_found(service.lookup(domain, "1001"))
+    eventually(lambda: is_not_found(service.lookup(domain, "1001")))
 
 
 def test_bracketed_api_write_is_applied_precisely(
@@ -81,14 +90,14 @@ def test_bracketed_api_write_is_applied_precisely(
     )
     assert password_of(service.lookup(domain, "1000")) == "a"
     assert password_of(service.lookup(domain, "1001")) == "b"
+    misses = service.cache_count("miss")
     change = DirectoryChange("extension", "update", domain, "1000", alias="al")
     with client.pipeline(transaction=True) as pipe:
         pipe.publish(redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL, domain)
         pipe.hset(key, "1000", doc(param={"password": "c"}, attribute={"number-alias": "al"}))
         pipe.publish(redis_keys.DIRECTORY_CHANGES_CHANNEL, change.to_json())
         pipe.execute()
-    misses = service.cache_count("miss")
-    assert password_of(service.lookup(domain, "1000")) == "c"
+    eventually(lambda: password_of(service.lookup(domain, "1000")) == "c")
     assert password_of(service.lookup(domain, "AL")) == "c"  # alias index updated in place
     assert password_of(service.lookup(domain, "1001")) == "b"
     assert service.cache_count("miss") == misses  # the domain was not reloaded
@@ -109,7 +118,7 @@ def test_template_change_reaches_every_extension_using_it(
     assert password_of(service.lookup(domain, "1000")) == "t1"
     assert password_of(service.lookup(domain, "1001")) == "own"
     client.hset(redis_keys.TEMPLATES, template, doc(param={"password": "t2"}, variable={"v": "2"}))
-    assert password_of(service.lookup(domain, "1000")) == "t2"
+    eventually(lambda: password_of(service.lookup(domain, "1000")) == "t2")
     user = parse_user(service.lookup(domain, "1001"))[2]
     assert name_values(user, "params", "param") == {"password": "own"}
     assert name_values(user, "variables", "variable") == {"v": "2"}
@@ -124,8 +133,12 @@ def test_domain_settings_and_multi_domain(
     assert password_of(service.lookup(domain, "1000")) == "here"
     assert password_of(service.lookup(other, "1000")) == "there"
     client.hset(redis_keys.DOMAINS, domain, doc(param={"dial-string": "{mine}"}))
-    _, element, _ = parse_user(service.lookup(domain, "1000", action="user_call"))
-    assert name_values(element, "params", "param") == {"dial-string": "{mine}"}
+
+    def domain_params() -> dict[str, str]:
+        _, element, _ = parse_user(service.lookup(domain, "1000", action="user_call"))
+        return name_values(element, "params", "param")
+
+    eventually(lambda: domain_params() == {"dial-string": "{mine}"})
     _, element, _ = parse_user(service.lookup(other, "1000", action="user_call"))
     assert "sofia_contact" in name_values(element, "params", "param")["dial-string"]
 
