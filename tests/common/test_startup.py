@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.directory.service import running_service, until
+from tests.directory.service import running_service
 from tests.support import REPO, RedisServer, free_port, xml_curl_fixture
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -152,5 +152,7 @@ def test_a_client_that_leaves_a_stream_is_not_an_error(redis_server: RedisServer
             timeout=60,
         )
         assert gone.stdout.startswith("cti.v1.DirectoryService"), gone.stderr
-        until(lambda: any(r["message"].startswith("client left") for r in svc.logs()), 30)
+    # running_service stopped the service gracefully: the call has ended by now, whether
+    # gRPC noticed the client leave while the servicer ran (one INFO line) or after it.
+    assert svc.process.returncode == 0
     assert not [r for r in svc.logs() if r["level"] in ("ERROR", "CRITICAL")]

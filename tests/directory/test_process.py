@@ -34,5 +34,5 @@ def test_sigterm_stops_http_and_grpc_cleanly(redis_server: RedisServer) -> None:
         with socket.create_connection(("127.0.0.1", svc.grpc_port), timeout=5):
             pass  # the gRPC API runs in the same service
         svc.process.send_signal(signal.SIGTERM)
-        assert svc.process.wait(timeout=20) == 0
+        assert svc.process.wait(timeout=90) == 0  # a busy CI machine can be slow
         assert "directory service stopped" in svc.log_path.read_text()
