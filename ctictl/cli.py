@@ -638,10 +638,12 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     commands = call.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub = commands.add_parser("dial", help="ring an extension, then connect it to DESTINATION")
     sub.add_argument("extension", type=extension_name, metavar="EXT@DOMAIN")
-    sub.add_argument("destination", help="dialplan extension, e.g. 1002 or +4930123456")
+    sub.add_argument(
+        "destination", metavar="DESTINATION", help="dialplan extension, e.g. 1002 or +4930123456"
+    )
     sub.add_argument("--context", help="dialplan context (default: the server's)")
-    sub.add_argument("--caller-id-name")
-    sub.add_argument("--caller-id-number")
+    sub.add_argument("--caller-id-name", metavar="NAME")
+    sub.add_argument("--caller-id-number", metavar="NUMBER")
     sub.add_argument(
         "--timeout",
         dest="ring_timeout",
@@ -706,7 +708,9 @@ def _add_placing_flags(parser: argparse.ArgumentParser) -> None:
         "--auto-answer", action="store_true", help="ask the phone to answer by itself"
     )
     parser.add_argument(
-        "--request-id", help="retry-safe id: the same id within 10 minutes dials nothing new"
+        "--request-id",
+        metavar="ID",
+        help="retry-safe id: the same id within 10 minutes dials nothing new",
     )
 
 
