@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cti.v1 import directory_pb2 as pb
-from ctictl.client import ApiFailure, DirectoryClient
+from ctictl.client import ApiClient, ApiFailure
 from ctictl.importer import FATAL
 
 IN_FLIGHT = 16
@@ -89,7 +89,7 @@ class DeleteResult:
 
 
 def delete_extensions(
-    client: DirectoryClient,
+    client: ApiClient,
     extensions: Sequence[Any],
     advance: Callable[[int], None] = lambda n: None,
 ) -> DeleteResult:

@@ -1,12 +1,15 @@
-"""``ctictl``: the operator CLI over the directory gRPC API.
+"""``ctictl``: the operator CLI over the directory and call-control gRPC APIs.
 
-    ctictl [--address HOST:PORT] [--token T] [--tls] [--ca-file PEM] [--json] GROUP COMMAND ...
+    ctictl [--address HOST:PORT] [--events-address HOST:PORT] [--token T] [--tls]
+           [--ca-file PEM] [--json] GROUP COMMAND ...
 
-Groups: ``extensions`` (``ext``), ``templates``, ``domains``. Extensions are named
-``ID@DOMAIN`` (or by their resource name). Human tables by default, ``--json`` for
-scripts. Exit status: 0 success; 1 the server refused something, could not be reached or
-is not a directory service, or a bulk command (import, bulk-delete) had failures; 2 a
-usage error (nothing was changed). The full reference is docs/ctictl.md.
+Groups: ``extensions`` (``ext``), ``templates``, ``domains`` (the directory API at
+``--address``), ``call`` (the event service's call control at ``--events-address``).
+Extensions are named ``ID@DOMAIN`` (or by their resource name), channels by their uuid.
+Human tables by default, ``--json`` for scripts. Exit status: 0 success; 1 the server
+refused something, could not be reached or is not the service the group needs, or a bulk
+command (import, bulk-delete) had failures; 2 a usage error (nothing was changed). The full
+reference is docs/ctictl.md.
 """
 
 from __future__ import annotations
@@ -21,13 +24,21 @@ from typing import Any, NoReturn
 
 from google.protobuf import field_mask_pb2
 
+from cti.v1 import call_control_pb2 as call_pb
 from cti.v1 import directory_pb2 as pb
 from ctictl import export, importer
 from ctictl.bulk import IdRange, Selection, delete_extensions
-from ctictl.client import DEFAULT_CONNECT_TIMEOUT, ApiFailure, DirectoryClient, Target
+from ctictl.client import (
+    CALL_CONTROL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DIRECTORY,
+    ApiClient,
+    ApiFailure,
+    Target,
+)
 from ctictl.output import Output
 
-Handler = Callable[[DirectoryClient, argparse.Namespace, Output], int]
+Handler = Callable[[ApiClient, argparse.Namespace, Output], int]
 
 
 # ---------------------------------------------------------------------------------------
@@ -42,6 +53,15 @@ def extension_name(reference: str) -> str:
     if not sep or not extension_id or not domain:
         raise argparse.ArgumentTypeError(f"{reference!r}: expected ID@DOMAIN")
     return f"domains/{domain}/extensions/{extension_id}"
+
+
+def channel_name(reference: str) -> str:
+    """``<uuid>`` -> ``channels/<uuid>`` (the server checks the uuid)."""
+    if reference.startswith("channels/"):
+        return reference
+    if not reference or "/" in reference:
+        raise argparse.ArgumentTypeError(f"{reference!r}: expected a channel uuid")
+    return f"channels/{reference}"
 
 
 def pair(text: str) -> tuple[str, str]:
@@ -85,9 +105,7 @@ def _mask(args: argparse.Namespace, sections: dict[str, Any]) -> list[str]:
     return paths
 
 
-def _page_all(
-    client: DirectoryClient, method: str, request: Any, items: str, limit: int
-) -> list[Any]:
+def _page_all(client: ApiClient, method: str, request: Any, items: str, limit: int) -> list[Any]:
     found: list[Any] = []
     while True:
         response = client.call(method, request)
@@ -101,7 +119,7 @@ def _page_all(
 # extensions
 
 
-def ext_list(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_list(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     request = pb.ListExtensionsRequest(
         parent=f"domains/{args.domain or '-'}",
         page_size=args.page_size,
@@ -113,12 +131,12 @@ def ext_list(client: DirectoryClient, args: argparse.Namespace, out: Output) -> 
     return 0
 
 
-def ext_get(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_get(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     out.extension(client.call("GetExtension", pb.GetExtensionRequest(name=args.extension)))
     return 0
 
 
-def ext_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_add(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     parts = args.extension.split("/")
     if len(parts) != 4:
         out.usage_error(f"{args.extension!r}: expected ID@DOMAIN")
@@ -138,7 +156,7 @@ def ext_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> i
     return 0
 
 
-def ext_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_update(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     sections = _sections(args)
     if args.alias:
         sections["attributes"]["number-alias"] = args.alias
@@ -168,13 +186,13 @@ def ext_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -
     return 0
 
 
-def ext_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_delete(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     client.call("DeleteExtension", pb.DeleteExtensionRequest(name=args.extension, etag=args.etag))
     out.done(f"deleted {args.extension}", {"deleted": args.extension})
     return 0
 
 
-def ext_batch(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_batch(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     first, sep, last = args.range.partition("-")
     if not sep:
         out.usage_error(f"{args.range!r}: expected FIRST-LAST, e.g. 1000-1999")
@@ -189,7 +207,7 @@ def ext_batch(client: DirectoryClient, args: argparse.Namespace, out: Output) ->
 
 
 def _list_extensions(
-    client: DirectoryClient, domain: str | None, template: str | None, prefix: str
+    client: ApiClient, domain: str | None, template: str | None, prefix: str
 ) -> list[Any]:
     request = pb.ListExtensionsRequest(
         parent=f"domains/{domain or '-'}",
@@ -200,7 +218,7 @@ def _list_extensions(
     return _page_all(client, "ListExtensions", request, "extensions", 0)
 
 
-def ext_export(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_export(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     output = Path(args.output) if args.output and args.output != "-" else None
     kind = args.format or ("csv" if output and output.suffix.lower() == ".csv" else "json")
     found = _list_extensions(client, args.domain, args.template, args.prefix or "")
@@ -234,7 +252,7 @@ def _write_whole(path: Path, text: str) -> None:
         raise
 
 
-def ext_bulk_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_bulk_delete(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     try:
         id_range = IdRange.parse(args.range) if args.range else None
     except ValueError as exc:
@@ -266,7 +284,7 @@ def ext_bulk_delete(client: DirectoryClient, args: argparse.Namespace, out: Outp
     return 1 if result.failed or result.not_attempted else 0
 
 
-def ext_import(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def ext_import(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     try:
         rows, bad = importer.read_rows(Path(args.file), args.domain or "", args.format or "")
     except (OSError, UnicodeDecodeError, importer.RowError) as exc:
@@ -290,19 +308,19 @@ def _settings(args: argparse.Namespace, attributes: bool) -> dict[str, Any]:
     return sections
 
 
-def tpl_list(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def tpl_list(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     request = pb.ListExtensionTemplatesRequest(page_size=1000)
     out.templates(_page_all(client, "ListExtensionTemplates", request, "extension_templates", 0))
     return 0
 
 
-def tpl_get(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def tpl_get(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     name = f"templates/{args.template}"
     out.template(client.call("GetExtensionTemplate", pb.GetExtensionTemplateRequest(name=name)))
     return 0
 
 
-def tpl_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def tpl_add(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     request = pb.CreateExtensionTemplateRequest(
         extension_template_id=args.template,
         extension_template=pb.ExtensionTemplate(**_settings(args, True)),
@@ -311,7 +329,7 @@ def tpl_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> i
     return 0
 
 
-def tpl_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def tpl_update(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     sections = _settings(args, True)
     paths = _mask(args, sections)
     if not paths:
@@ -327,7 +345,7 @@ def tpl_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -
     return 0
 
 
-def tpl_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def tpl_delete(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     name = f"templates/{args.template}"
     client.call(
         "DeleteExtensionTemplate", pb.DeleteExtensionTemplateRequest(name=name, etag=args.etag)
@@ -336,19 +354,19 @@ def tpl_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -
     return 0
 
 
-def dom_list(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def dom_list(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     out.domains(
         _page_all(client, "ListDomains", pb.ListDomainsRequest(page_size=1000), "domains", 0)
     )
     return 0
 
 
-def dom_get(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def dom_get(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     out.domain(client.call("GetDomain", pb.GetDomainRequest(name=f"domains/{args.domain}")))
     return 0
 
 
-def dom_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def dom_add(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     request = pb.CreateDomainRequest(
         domain_id=args.domain, domain=pb.Domain(**_settings(args, False))
     )
@@ -356,7 +374,7 @@ def dom_add(client: DirectoryClient, args: argparse.Namespace, out: Output) -> i
     return 0
 
 
-def dom_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def dom_update(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     sections = _settings(args, False)
     paths = _mask(args, sections)
     if not paths:
@@ -370,10 +388,102 @@ def dom_update(client: DirectoryClient, args: argparse.Namespace, out: Output) -
     return 0
 
 
-def dom_delete(client: DirectoryClient, args: argparse.Namespace, out: Output) -> int:
+def dom_delete(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     name = f"domains/{args.domain}"
     client.call("DeleteDomain", pb.DeleteDomainRequest(name=name, etag=args.etag))
     out.done(f"deleted {name}", {"deleted": name})
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# call (the event service's CallControlService)
+
+TRANSFER_LEGS = {
+    "this": call_pb.TransferRequest.LEG_UNSPECIFIED,
+    "other": call_pb.TransferRequest.LEG_BRIDGED,
+    "both": call_pb.TransferRequest.LEG_BOTH,
+}
+LISTEN_MODES = {
+    "listen": call_pb.EavesdropRequest.MODE_LISTEN,
+    "whisper": call_pb.EavesdropRequest.MODE_WHISPER,
+    "barge": call_pb.EavesdropRequest.MODE_BARGE,
+}
+
+
+def call_dial(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    request = call_pb.OriginateRequest(
+        extension=args.extension,
+        destination=args.destination,
+        context=args.context or "",
+        caller_id_name=args.caller_id_name or "",
+        caller_id_number=args.caller_id_number or "",
+        ring_timeout_seconds=args.ring_timeout,
+        auto_answer=args.auto_answer,
+        variables=dict(args.var or ()),
+        request_id=args.request_id or "",
+    )
+    out.call_placed(client.call("Originate", request))
+    return 0
+
+
+def call_listen(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    request = call_pb.EavesdropRequest(
+        channel=args.channel,
+        supervisor=args.supervisor,
+        mode=LISTEN_MODES[args.mode],
+        request_id=args.request_id or "",
+        auto_answer=args.auto_answer,
+    )
+    out.call_placed(client.call("Eavesdrop", request))
+    return 0
+
+
+def call_hangup(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    request = call_pb.HangupRequest(channel=args.channel, cause=args.cause or "")
+    out.call_done("hangup", client.call("Hangup", request))
+    return 0
+
+
+def call_transfer(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    request = call_pb.TransferRequest(
+        channel=args.channel,
+        destination=args.destination,
+        context=args.context or "",
+        leg=TRANSFER_LEGS[args.leg],
+    )
+    out.call_done("transfer", client.call("Transfer", request))
+    return 0
+
+
+def call_hold(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    out.call_done("hold", client.call("Hold", call_pb.HoldRequest(channel=args.channel)))
+    return 0
+
+
+def call_unhold(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    out.call_done("unhold", client.call("Unhold", call_pb.UnholdRequest(channel=args.channel)))
+    return 0
+
+
+def call_record(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    path = args.path or ""
+    if args.action == "start":
+        request: Any = call_pb.StartRecordingRequest(
+            channel=args.channel, path=path, max_seconds=args.max_seconds
+        )
+        out.call_done("record start", client.call("StartRecording", request))
+        return 0
+    if args.max_seconds:
+        out.usage_error("--max-seconds is for 'record start'")
+        return 2
+    request = call_pb.StopRecordingRequest(channel=args.channel, path=path)
+    out.call_done("record stop", client.call("StopRecording", request))
+    return 0
+
+
+def call_dtmf(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    request = call_pb.SendDtmfRequest(channel=args.channel, digits=args.digits)
+    out.call_done("dtmf", client.call("SendDtmf", request))
     return 0
 
 
@@ -398,10 +508,13 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     parser = Parser(
         prog="ctictl",
         description="Provision FreeSWITCH extensions, templates and domains through the "
-        "directory gRPC API.",
-        epilog="Environment: CTI_API_ADDRESS, CTI_API_TOKEN, CTI_API_CA.",
+        "directory gRPC API; control calls through the event service.",
+        epilog="Environment: CTI_API_ADDRESS, CTI_EVENTS_ADDRESS, CTI_API_TOKEN, CTI_API_CA.",
     )
     parser.add_argument("--address", help="HOST:PORT of the directory gRPC API")
+    parser.add_argument(
+        "--events-address", help="HOST:PORT of the event service's gRPC API (call commands)"
+    )
     parser.add_argument("--token", help="bearer token (default: $CTI_API_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="use TLS (system CA roots)")
     parser.add_argument("--ca-file", help="PEM CA bundle for TLS (implies --tls)")
@@ -410,10 +523,11 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--connect-timeout",
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
-        help="seconds to reach the server and check it is a directory service",
+        help="seconds to reach the server and check it serves what the command needs",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+    parser.set_defaults(service=DIRECTORY)
 
     ext = groups.add_parser("extensions", aliases=["ext"], help="SIP users")
     commands = ext.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -518,15 +632,96 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         if command in ("update", "delete"):
             sub.add_argument("--etag", default="")
         sub.set_defaults(handler=handler)
+
+    call = groups.add_parser("call", help="control live calls (the event service)")
+    call.set_defaults(service=CALL_CONTROL)
+    commands = call.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = commands.add_parser("dial", help="ring an extension, then connect it to DESTINATION")
+    sub.add_argument("extension", type=extension_name, metavar="EXT@DOMAIN")
+    sub.add_argument(
+        "destination", metavar="DESTINATION", help="dialplan extension, e.g. 1002 or +4930123456"
+    )
+    sub.add_argument("--context", help="dialplan context (default: the server's)")
+    sub.add_argument("--caller-id-name", metavar="NAME")
+    sub.add_argument("--caller-id-number", metavar="NUMBER")
+    sub.add_argument(
+        "--timeout",
+        dest="ring_timeout",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seconds to ring the extension (default 30, at most 300)",
+    )
+    _add_placing_flags(sub)
+    sub.add_argument("--var", action="append", type=pair, metavar="NAME=VALUE")
+    sub.set_defaults(handler=call_dial)
+    sub = commands.add_parser("hangup", help="end a channel")
+    sub.add_argument("channel", type=channel_name, metavar="UUID")
+    sub.add_argument("--cause", help="hangup cause (default NORMAL_CLEARING)")
+    sub.set_defaults(handler=call_hangup)
+    sub = commands.add_parser("transfer", help="blind transfer to a dialplan destination")
+    sub.add_argument("channel", type=channel_name, metavar="UUID")
+    sub.add_argument("destination", metavar="DEST")
+    sub.add_argument("--context", help="dialplan context (default: the server's)")
+    sub.add_argument(
+        "--leg",
+        choices=list(TRANSFER_LEGS),
+        default="this",
+        help="this channel, the other (bridged) leg, or both",
+    )
+    sub.set_defaults(handler=call_transfer)
+    for command, handler, text in (
+        ("hold", call_hold, "put a channel's far end on hold"),
+        ("unhold", call_unhold, "take it off hold"),
+    ):
+        sub = commands.add_parser(command, help=text)
+        sub.add_argument("channel", type=channel_name, metavar="UUID")
+        sub.set_defaults(handler=handler)
+    sub = commands.add_parser("record", help="start or stop recording a channel")
+    sub.add_argument("channel", type=channel_name, metavar="UUID")
+    sub.add_argument("action", choices=["start", "stop"])
+    sub.add_argument(
+        "--path",
+        help="file under the recordings directory (start: default <uuid>.wav; "
+        "stop: default every recording)",
+    )
+    sub.add_argument("--max-seconds", type=int, default=0, help="start: stop after S seconds")
+    sub.set_defaults(handler=call_record)
+    sub = commands.add_parser("dtmf", help="send DTMF digits to a channel")
+    sub.add_argument("channel", type=channel_name, metavar="UUID")
+    sub.add_argument("digits", help="0-9 * # A-D, w/W for a 0.5 s / 1 s pause")
+    sub.set_defaults(handler=call_dtmf)
+    sub = commands.add_parser(
+        "listen", help="call a supervisor who then listens to (or whispers to, barges into) UUID"
+    )
+    sub.add_argument("channel", type=channel_name, metavar="UUID")
+    sub.add_argument("supervisor", type=extension_name, metavar="SUPERVISOR@DOMAIN")
+    sub.add_argument("--mode", choices=list(LISTEN_MODES), default="listen")
+    _add_placing_flags(sub)
+    sub.set_defaults(handler=call_listen)
     return parser
+
+
+def _add_placing_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the commands that place a call (dial, listen)."""
+    parser.add_argument(
+        "--auto-answer", action="store_true", help="ask the phone to answer by itself"
+    )
+    parser.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="retry-safe id: the same id within 10 minutes dials nothing new",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
     out = Output(json_mode=args.json)
+    service = args.service
     target = Target.from_flags(
-        args.address,
+        service,
+        args.events_address if service is CALL_CONTROL else args.address,
         args.token,
         args.tls,
         args.ca_file,
@@ -534,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         connect_timeout=args.connect_timeout,
     )
     try:
-        client = DirectoryClient(target)
+        client = ApiClient(target, service)
     except OSError as exc:
         out.usage_error(f"--ca-file: {exc.strerror or exc}")
         return 2

@@ -1,10 +1,12 @@
-"""The connection to the directory API: address, token, TLS, and readable errors.
+"""The connection to a cti gRPC API: address, token, TLS, and readable errors.
 
-Before the first call :meth:`DirectoryClient.connect` makes sure the address answers and
-is a directory service, within ``connect_timeout`` (2 s by default): a refused, unknown or
-silent address, a server that does not speak gRPC, or one that serves something else (it
-asks the server's health and reflection services, which need no token) each end in one
-:class:`ApiFailure` saying what was reached, instead of gRPC's retry loop and raw text.
+ctictl calls two services (:class:`Service`): the directory API (``DIRECTORY``) and the
+event service's call control (``CALL_CONTROL``). Before the first call
+:meth:`ApiClient.connect` makes sure the address answers and serves the wanted service,
+within ``connect_timeout`` (2 s by default): a refused, unknown or silent address, a server
+that does not speak gRPC, or one that serves something else (it asks the server's health
+and reflection services, which need no token) each end in one :class:`ApiFailure` saying
+what was reached, instead of gRPC's retry loop and raw text.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cti.client import read_error
 from cti.config import split_address
-from cti.v1 import directory_pb2_grpc
+from cti.v1 import call_control_pb2_grpc, directory_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONNECT_TIMEOUT = 2.0
-SERVICE = "cti.v1.DirectoryService"
 MAX_MESSAGE_BYTES = 64 << 20  # a large batch's answer (generated passwords) is several MB
 INTERNAL_SERVICES = ("grpc.health.", "grpc.reflection.")
 """Services every server of ours has; left out when saying what an address serves."""
@@ -43,9 +44,51 @@ def read_error_details(error: grpc.RpcError) -> tuple[str, dict[str, str], list[
 
 
 @dataclass(frozen=True)
+class Service:
+    """A cti gRPC service ctictl calls, and how an operator points ctictl at it (the
+    words of every "wrong address" message)."""
+
+    name: str
+    """Full gRPC name, as health and reflection know it."""
+    label: str
+    """What it is called in "ADDRESS is not <label>"."""
+    process: str
+    """The program that serves it."""
+    address_flag: str
+    address_env: str
+    default_address: str
+    stub: Callable[[grpc.Channel], Any]
+
+    @property
+    def address_hint(self) -> str:
+        return f"{self.address_flag} / {self.address_env}"
+
+
+DIRECTORY = Service(
+    name="cti.v1.DirectoryService",
+    label="a DirectoryService",
+    process="directory_service",
+    address_flag="--address",
+    address_env="CTI_API_ADDRESS",
+    default_address=DEFAULT_ADDRESS,
+    stub=directory_pb2_grpc.DirectoryServiceStub,
+)
+CALL_CONTROL = Service(
+    name="cti.v1.CallControlService",
+    label="an event service with call control",
+    process="event_service",
+    address_flag="--events-address",
+    address_env="CTI_EVENTS_ADDRESS",
+    default_address="127.0.0.1:50052",
+    stub=call_control_pb2_grpc.CallControlServiceStub,
+)
+
+
+@dataclass(frozen=True)
 class Target:
-    """Where and how to call: flags win over ``CTI_API_ADDRESS`` / ``CTI_API_TOKEN`` /
-    ``CTI_API_CA`` (a PEM file; implies TLS)."""
+    """Where and how to call: flags win over the service's address variable
+    (``CTI_API_ADDRESS`` / ``CTI_EVENTS_ADDRESS``), ``CTI_API_TOKEN`` and ``CTI_API_CA``
+    (a PEM file; implies TLS)."""
 
     address: str = DEFAULT_ADDRESS
     token: str = field(default="", repr=False)
@@ -57,6 +100,7 @@ class Target:
     @classmethod
     def from_flags(
         cls,
+        service: Service,
         address: str | None,
         token: str | None,
         tls: bool,
@@ -68,7 +112,7 @@ class Target:
         env = dict(os.environ) if env is None else env
         ca = ca_file or env.get("CTI_API_CA", "")
         return cls(
-            address=address or env.get("CTI_API_ADDRESS", DEFAULT_ADDRESS),
+            address=address or env.get(service.address_env, service.default_address),
             token=token if token is not None else env.get("CTI_API_TOKEN", ""),
             tls=tls or bool(ca),
             ca_file=ca,
@@ -78,7 +122,7 @@ class Target:
 
 
 class ApiFailure(Exception):
-    """A failed call, or an address that is not a usable directory service: a gRPC status
+    """A failed call, or an address that is not a usable service: a gRPC status
     ``code``, a ``reason`` (the server's ErrorInfo reason, or ctictl's own for connection
     problems), a message and the field violations."""
 
@@ -119,16 +163,18 @@ class ApiFailure(Exception):
 # What an address is (pure wording, then the probes)
 
 
-def not_a_directory(address: str, services: Sequence[str]) -> ApiFailure:
-    """The failure for a server that answers but does not offer the directory API."""
+def wrong_service(address: str, wanted: Service, services: Sequence[str]) -> ApiFailure:
+    """The failure for a server that answers but does not offer the ``wanted`` API."""
     own = [s for s in services if not s.startswith(INTERNAL_SERVICES)]
     serves = f"it serves {', '.join(own)}" if own else "it serves no cti API"
     return ApiFailure(
-        "UNIMPLEMENTED", f"{address} is not a DirectoryService ({serves})", "WRONG_SERVICE"
+        "UNIMPLEMENTED",
+        f"{address} is not {wanted.label} ({serves}); is {wanted.address_hint} right?",
+        "WRONG_SERVICE",
     )
 
 
-def _tcp_probe(address: str, timeout: float) -> ApiFailure | None:
+def _tcp_probe(address: str, wanted: Service, timeout: float) -> ApiFailure | None:
     """Why a TCP connection to ``host:port`` fails (None when it connects, or when the
     address is not a plain host:port, e.g. ``unix:``/``dns:`` targets gRPC resolves)."""
     try:
@@ -146,8 +192,8 @@ def _tcp_probe(address: str, timeout: float) -> ApiFailure | None:
     except ConnectionRefusedError:
         return ApiFailure(
             "UNAVAILABLE",
-            f"{address}: connection refused (nothing listens there; is directory_service "
-            "running, and is --address / CTI_API_ADDRESS right?)",
+            f"{address}: connection refused (nothing listens there; is {wanted.process} "
+            f"running, and is {wanted.address_hint} right?)",
             "CONNECTION_REFUSED",
         )
     except TimeoutError:
@@ -157,11 +203,13 @@ def _tcp_probe(address: str, timeout: float) -> ApiFailure | None:
     return None
 
 
-class DirectoryClient:
-    """Calls ``cti.v1.DirectoryService``; every failure is an :class:`ApiFailure`."""
+class ApiClient:
+    """Calls one :class:`Service` (the directory API unless told otherwise); every failure
+    is an :class:`ApiFailure`."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, service: Service = DIRECTORY) -> None:
         self.target = target
+        self.service = service
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         if target.tls:
             root = Path(target.ca_file).read_bytes() if target.ca_file else None
@@ -169,15 +217,15 @@ class DirectoryClient:
             self.channel = grpc.secure_channel(target.address, credentials, options=options)
         else:
             self.channel = grpc.insecure_channel(target.address, options=options)
-        self.stub = directory_pb2_grpc.DirectoryServiceStub(self.channel)
+        self.stub = service.stub(self.channel)
         self.metadata = (("authorization", f"Bearer {target.token}"),) if target.token else ()
 
     def connect(self) -> None:
-        """Fail fast, with what the address turned out to be, unless it is a serving
-        directory service (see the module docstring)."""
+        """Fail fast, with what the address turned out to be, unless it serves this
+        client's service (see the module docstring)."""
         deadline = time.monotonic() + self.target.connect_timeout
         address = self.target.address
-        refused = _tcp_probe(address, self.target.connect_timeout)
+        refused = _tcp_probe(address, self.service, self.target.connect_timeout)
         if refused is not None:
             raise refused
         try:
@@ -196,18 +244,18 @@ class DirectoryClient:
         health = health_pb2_grpc.HealthStub(self.channel)
         try:
             answer = health.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE),
+                health_pb2.HealthCheckRequest(service=self.service.name),
                 timeout=self.target.connect_timeout,
             )
         except grpc.RpcError as error:
             if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND:
-                raise not_a_directory(address, self.services()) from None
+                raise wrong_service(address, self.service, self.services()) from None
             return  # no health service (e.g. behind a proxy): the calls will tell
         if answer.status != health_pb2.HealthCheckResponse.SERVING:
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
             raise ApiFailure(
                 "UNAVAILABLE",
-                f"{address}: {SERVICE} is {status} (shutting down or not ready yet)",
+                f"{address}: {self.service.name} is {status} (shutting down or not ready yet)",
                 "NOT_SERVING",
             )
 
@@ -228,12 +276,13 @@ class DirectoryClient:
         failure = ApiFailure.from_error(error)
         if failure.code == "UNIMPLEMENTED":
             services = self.services()
-            if services and SERVICE not in services:
-                return not_a_directory(self.target.address, services)
-            if SERVICE in services:
+            wanted = self.service
+            if services and wanted.name not in services:
+                return wrong_service(self.target.address, wanted, services)
+            if wanted.name in services:
                 failure.message = (
-                    f"{self.target.address} serves {SERVICE} but not {method} "
-                    "(an older directory_service?)"
+                    f"{self.target.address} serves {wanted.name} but not {method} "
+                    f"(an older {wanted.process}?)"
                 )
         return failure
 

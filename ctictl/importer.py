@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cti.v1 import directory_pb2 as pb
-from ctictl.client import ApiFailure, DirectoryClient
+from ctictl.client import ApiClient, ApiFailure
 from directory_service.model import SECTIONS, freeswitch_value
 
 NOT_AN_OBJECT = "\x00not-an-object"
@@ -149,7 +149,7 @@ def _batches(rows: Sequence[Row], size: int) -> Iterator[list[Row]]:
 
 
 def run_import(
-    client: DirectoryClient,
+    client: ApiClient,
     rows: Iterable[Row],
     batch_size: int = 500,
     advance: Callable[[int], None] = lambda n: None,

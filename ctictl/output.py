@@ -130,11 +130,38 @@ class Output:
     def domain(self, d: Any) -> None:
         self.domains([d]) if not self.json_mode else self._json(as_dict(d))
 
-    def done(self, text: str, document: Mapping[str, Any]) -> None:
+    def done(self, text: str | Text, document: Mapping[str, Any]) -> None:
         if self.json_mode:
             self._json(dict(document))
         else:
             self.console.print(text)
+
+    def call_placed(self, response: Any) -> None:
+        """A call placed (dial, listen): the new channel's uuid alone on stdout, so that
+        ``UUID=$(ctictl call dial ...)`` works."""
+        document = {
+            "uuid": response.uuid,
+            "channel": response.channel,
+            "node": response.node,
+            "job_uuid": response.job_uuid,
+            "replayed": response.replayed,
+        }
+        if self.json_mode:
+            self._json(document)
+        else:
+            print(response.uuid)
+
+    def call_done(self, action: str, response: Any) -> None:
+        """A command on a channel: what was done where, and FreeSWITCH's reply."""
+        uuid = response.channel.removeprefix("channels/")
+        document = {
+            "uuid": uuid,
+            "channel": response.channel,
+            "node": response.node,
+            "reply": response.reply,
+        }
+        text = Text(f"{action} {uuid} on {response.node}: {response.reply}")
+        self.done(text, document)
 
     def import_summary(self, result: ImportResult) -> None:
         if self.json_mode:

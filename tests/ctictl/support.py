@@ -16,11 +16,16 @@ CTICTL = Path(sys.executable).parent / "ctictl"
 
 
 def run_ctictl(
-    address: str, *args: str, token: str = TOKEN, columns: int = 200
+    address: str,
+    *args: str,
+    token: str = TOKEN,
+    columns: int = 200,
+    address_variable: str = "CTI_API_ADDRESS",
 ) -> subprocess.CompletedProcess[str]:
+    """``address`` goes into ``address_variable`` (``CTI_EVENTS_ADDRESS`` for ``call``)."""
     env = {
         **os.environ,
-        "CTI_API_ADDRESS": address,
+        address_variable: address,
         "CTI_API_TOKEN": token,
         "COLUMNS": str(columns),
     }

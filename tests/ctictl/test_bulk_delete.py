@@ -11,7 +11,7 @@ import redis
 from cti import redis_keys
 from cti.v1 import directory_pb2 as pb
 from ctictl.bulk import IdRange, Selection, delete_extensions
-from ctictl.client import DirectoryClient, Target
+from ctictl.client import ApiClient, Target
 from tests.ctictl.support import ctictl, json_error, ok_json
 from tests.directory.grpc_fixtures import TOKEN, Api, api_fixture, start_api
 
@@ -103,20 +103,20 @@ def test_selection_is_pure() -> None:
 
 
 @pytest.fixture(name="client")
-def client_fixture(api: Api) -> Iterator[DirectoryClient]:
-    client = DirectoryClient(Target(address=api.address, token=TOKEN, timeout=10))
+def client_fixture(api: Api) -> Iterator[ApiClient]:
+    client = ApiClient(Target(address=api.address, token=TOKEN, timeout=10))
     try:
         yield client
     finally:
         client.close()
 
 
-def listed(client: DirectoryClient, domain: str) -> list[pb.Extension]:
+def listed(client: ApiClient, domain: str) -> list[pb.Extension]:
     request = pb.ListExtensionsRequest(parent=f"domains/{domain}", page_size=1000)
     return sorted(client.call("ListExtensions", request).extensions, key=lambda e: e.name)
 
 
-def test_changed_or_gone_since_listing(api: Api, client: DirectoryClient) -> None:
+def test_changed_or_gone_since_listing(api: Api, client: ApiClient) -> None:
     ok_json(api, "ext", "batch", "example.com", "100-104")
     extensions = listed(client, "example.com")
     ok_json(api, "ext", "update", "101@example.com", "--var", "x=1")  # etag changes
@@ -134,7 +134,7 @@ def test_changed_or_gone_since_listing(api: Api, client: DirectoryClient) -> Non
 
 def test_server_lost_midway_reports_what_was_not_attempted(redis_url: str) -> None:
     server, api = start_api(redis_url)
-    client = DirectoryClient(Target(address=api.address, token=TOKEN, timeout=5))
+    client = ApiClient(Target(address=api.address, token=TOKEN, timeout=5))
     try:
         ok_json(api, "ext", "batch", "example.com", "100-159")
         extensions = listed(client, "example.com")

@@ -145,7 +145,7 @@ def test_templates_and_domains(api: Api) -> None:
 def test_import_cut_short_still_reports_what_was_created(redis_url: str, tmp_path: Path) -> None:
     """The server going away mid-import must not lose the rows already created: their
     generated passwords are shown only once."""
-    from ctictl.client import DirectoryClient, Target
+    from ctictl.client import ApiClient, Target
     from ctictl.importer import run_import
     from tests.directory.grpc_fixtures import start_api
 
@@ -153,7 +153,7 @@ def test_import_cut_short_still_reports_what_was_created(redis_url: str, tmp_pat
     path.write_text("extension,domain\n" + "".join(f"{n},example.com\n" for n in range(4000, 4003)))
     rows, _ = read_rows(path, "")
     server, api = start_api(redis_url)
-    client = DirectoryClient(Target(address=api.address, token=TOKEN, timeout=5))
+    client = ApiClient(Target(address=api.address, token=TOKEN, timeout=5))
     try:
         result = run_import(client, rows, batch_size=1, advance=lambda n: server.stop(None).wait())
     finally:

@@ -69,8 +69,11 @@ def test_event_service_port_is_named(redis_url: str) -> None:
         address = f"127.0.0.1:{events.server.port}"
         result = run_ctictl(address, "ext", "list")
         assert result.returncode == 1 and result.stdout == ""
-        served = "cti.v1.CallControlService, cti.v1.EventService"
-        assert f"{address} is not a DirectoryService (it serves {served})" in result.stderr
+        assert result.stderr == (
+            f"error: UNIMPLEMENTED WRONG_SERVICE: {address} is not a DirectoryService (it "
+            "serves cti.v1.CallControlService, cti.v1.EventService); is --address / "
+            "CTI_API_ADDRESS right?\n"
+        )
         error = json_error(run_ctictl(address, "--json", "domains", "list"))
         assert error["reason"] == "WRONG_SERVICE"
 

@@ -24,6 +24,25 @@ def captured() -> list[dict[str, str]]:
     return [frame_headers(f) for f in fixture_frames()]
 
 
+def registration_event(user: str, domain: str) -> dict[str, str]:
+    """The captured sofia::register, made ``user@domain``'s (with its own call-id)."""
+    headers = dict(captured()[0])
+    headers.update({"from-user": user, "from-host": domain, "call-id": f"{user}@{domain}"})
+    return headers
+
+
+def inbound_call_event(uuid: str, user: str, domain: str) -> dict[str, str]:
+    """The CHANNEL_CREATE of an inbound call from ``user@domain`` (its A-leg) to 5555."""
+    return {
+        "Event-Name": "CHANNEL_CREATE",
+        "Unique-ID": uuid,
+        "Call-Direction": "inbound",
+        "variable_user_name": user,
+        "variable_domain_name": domain,
+        "Caller-Destination-Number": "5555",
+    }
+
+
 def settings(
     nodes: tuple[EslNode, ...] = (),
     registration: PublishTarget | None = None,

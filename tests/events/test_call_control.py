@@ -24,7 +24,7 @@ from cti.v1 import call_control_pb2_grpc, events_pb2, events_pb2_grpc
 from event_service.grpc_api import create_grpc_server
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch
-from tests.events.helpers import SEED_FIELDS, captured, until
+from tests.events.helpers import SEED_FIELDS, inbound_call_event, registration_event, until
 from tests.support import free_port
 
 TOKEN = "full-token"
@@ -49,9 +49,7 @@ class Cluster:
     settings: Settings
 
     def register(self, node: int, user: str, domain: str) -> None:
-        headers = dict(captured()[0])
-        headers.update({"from-user": user, "from-host": domain, "call-id": f"{user}@{domain}"})
-        self.fs[node].send_event(headers)
+        self.fs[node].send_event(registration_event(user, domain))
         devices = redis_keys.registration_devices("registrations")
         until(lambda: self.redis.hexists(devices, f"{user}@{domain}"), what="registered")
 
@@ -60,17 +58,7 @@ class Cluster:
 
     def start_call(self, node: int, uuid: str, user: str, domain: str) -> None:
         """An inbound call from ``user`` (its A-leg) on ``node``."""
-        self.channel_event(
-            node,
-            "CHANNEL_CREATE",
-            uuid,
-            **{
-                "Call-Direction": "inbound",
-                "variable_user_name": user,
-                "variable_domain_name": domain,
-                "Caller-Destination-Number": "5555",
-            },
-        )
+        self.fs[node].send_event(inbound_call_event(uuid, user, domain))
         channels = redis_keys.call_channels("calls")
         until(lambda: self.redis.hexists(channels, uuid), what="channel known")
 
