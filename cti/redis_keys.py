@@ -141,3 +141,10 @@ def control_request(call_hash: str, request_id: str) -> str:
     ``request_id`` (Originate/Eavesdrop retries return it and dial nothing). In the call
     hash's slot (``{calls}:control:request:<id>``)."""
     return _derived(call_hash, f"control:request:{request_id}")
+
+
+def event_replicas(registration_hash: str) -> str:
+    """Sorted set: the live event-service replicas (member = replica id, score = when its
+    announcement expires, ms in Redis's clock); nodes are shared among them
+    (``event_service.placement``). ``cti:events:replicas`` or ``{X}:events:replicas``."""
+    return f"{_events_prefix(registration_hash)}:replicas"
