@@ -18,6 +18,7 @@ from cti.config import Settings, load_settings
 from cti.logs import configure_logging
 from cti.startup import refuse_to_start, report_redis
 from event_service import keyspace, metrics, status_http
+from event_service.directory_watch import DirectoryWatch
 from event_service.flush import ChangeFlusher
 from event_service.lease import replica_id
 from event_service.placement import Membership
@@ -56,6 +57,17 @@ class EventService:
         ]
         metrics.NODES_OWNED.set_function(lambda: sum(w.holding for w in self.workers))
         self.flusher = ChangeFlusher(settings.redis_url, self._flush_all, self.stop_event)
+        # Writes by hand -> change events (so flushes), led by one replica. Not on a Redis
+        # Cluster: its keyspace notifications come per primary (docs/scale-out.md).
+        self.directory_watch: DirectoryWatch | None = None
+        if redis_client.mode_of(settings.redis_url) != "cluster":
+            self.directory_watch = DirectoryWatch(
+                settings.redis_url,
+                self.owner,
+                events.lease_seconds,
+                registration_hash=events.registration.hash,
+                stop=self.stop_event,
+            )
         self.grpc_server: Any = None
 
     def _flush_all(self, commands: Sequence[tuple[str, str]]) -> None:
@@ -82,6 +94,8 @@ class EventService:
         for worker in self.workers:
             worker.start()
         self.flusher.start()
+        if self.directory_watch is not None:
+            self.directory_watch.start()
         if self.grpc_server is not None:
             self.grpc_server.start()
 
@@ -94,6 +108,8 @@ class EventService:
         self.membership.join(timeout=GRACE_SECONDS)
         self.membership.leave()  # after the workers released their leases
         self.flusher.join(timeout=GRACE_SECONDS)
+        if self.directory_watch is not None:
+            self.directory_watch.join(timeout=GRACE_SECONDS)
         self.client.close()
 
 

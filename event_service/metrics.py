@@ -62,6 +62,12 @@ NODE_MOVES = Counter(
     "Nodes this replica took over ('taken') or handed to another replica ('released')",
     ["node", "direction"],
 )
+HAND_CHANGES = Counter(
+    "cti_directory_hand_changes_total",
+    "Writes by hand published as directory changes: 'extension' (one per extension) or "
+    "'domain' (too many, or unknown before: one change for the whole domain)",
+    ["scope"],
+)
 REDIS_ERRORS = Counter(
     "cti_events_redis_errors_total",
     "Redis errors: 'worker' (FreeSWITCH state writes) or 'api' (gRPC reads and Watch)",
