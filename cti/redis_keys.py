@@ -28,6 +28,12 @@ replicas can tell keyspace notifications caused by an API write (whose exact ext
 change event names) from writes made by hand (which invalidate the whole domain)."""
 
 
+DIRECTORY_HAND_WRITES_CHANNEL = "cti:directory:hand-writes"
+"""Pub/sub, internal: the event service's directory watch tells directory replicas which
+extensions a write by hand changed (``event_service.directory_watch``,
+``directory_service.hand_writes``), so they re-read those instead of the whole domain."""
+
+
 def extensions(domain: str) -> str:
     """``cti_exten@<domain>``: the seed's extension hash."""
     return f"{EXTENSIONS_PREFIX}{domain}"
@@ -141,3 +147,10 @@ def control_request(call_hash: str, request_id: str) -> str:
     ``request_id`` (Originate/Eavesdrop retries return it and dial nothing). In the call
     hash's slot (``{calls}:control:request:<id>``)."""
     return _derived(call_hash, f"control:request:{request_id}")
+
+
+def event_replicas(registration_hash: str) -> str:
+    """Sorted set: the live event-service replicas (member = replica id, score = when its
+    announcement expires, ms in Redis's clock); nodes are shared among them
+    (``event_service.placement``). ``cti:events:replicas`` or ``{X}:events:replicas``."""
+    return f"{_events_prefix(registration_hash)}:replicas"

@@ -47,6 +47,7 @@ import redis.exceptions
 
 from cti import redis_keys
 from cti.changes import DirectoryChange
+from directory_service.hand_writes import HandWrites
 from directory_service.notify_nodes import NotifyNodes
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,12 @@ def merged_notify_flags(current: str) -> str | None:
 class NotificationRouter:
     """Pure: fed the subscriber's messages in order, calls the cache actions they imply."""
 
-    def __init__(self, actions: CacheActions, db: int = 0) -> None:
+    def __init__(
+        self, actions: CacheActions, db: int = 0, hand_writes: HandWrites | None = None
+    ) -> None:
         self.actions = actions
+        self.hand_writes = hand_writes
+        """Writes by hand named precisely by the event service (``hand_writes``)."""
         self.keyspace_prefix = f"__keyspace@{db}__:"
         self._bracket: list[str] | None = None  # keys touched since a write-begin
 
@@ -90,7 +95,13 @@ class NotificationRouter:
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return (redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL, redis_keys.DIRECTORY_CHANGES_CHANNEL)
+        channels: tuple[str, ...] = (
+            redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL,
+            redis_keys.DIRECTORY_CHANGES_CHANNEL,
+        )
+        if self.hand_writes is not None:
+            channels += (redis_keys.DIRECTORY_HAND_WRITES_CHANNEL,)
+        return channels
 
     def handle(self, channel: str, data: bytes | str) -> None:
         if channel.startswith(self.keyspace_prefix):
@@ -104,6 +115,8 @@ class NotificationRouter:
             self._bracket = []
         elif channel == redis_keys.DIRECTORY_CHANGES_CHANNEL:
             self._change(data)
+        elif channel == redis_keys.DIRECTORY_HAND_WRITES_CHANNEL and self.hand_writes:
+            self.hand_writes.handle(data)
 
     def _change(self, data: bytes | str) -> None:
         touched, self._bracket = self._bracket, None
@@ -144,7 +157,8 @@ class NotificationRouter:
     def _unexplained(self, key: str) -> None:
         domain = redis_keys.domain_of_extensions_key(key)
         if domain is not None:
-            self.actions.invalidate_domain(domain)
+            if self.hand_writes is None or not self.hand_writes.hold(domain):
+                self.actions.invalidate_domain(domain)
         elif key in (redis_keys.TEMPLATES, redis_keys.DOMAINS):
             self.actions.invalidate_shared()
 
@@ -302,7 +316,7 @@ class InvalidationListener:
             listeners = [
                 self._listen(
                     client,
-                    NotificationRouter(self.cache, self.nodes.db),
+                    NotificationRouter(self.cache, self.nodes.db, HandWrites(self.cache)),
                     self.nodes.canary_key(index, self.canary_base),
                     partial(node_live, index),
                     partial(node_dark, index),

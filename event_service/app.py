@@ -17,9 +17,11 @@ from cti import redis_client
 from cti.config import Settings, load_settings
 from cti.logs import configure_logging
 from cti.startup import refuse_to_start, report_redis
-from event_service import keyspace, status_http
+from event_service import keyspace, metrics, status_http
+from event_service.directory_watch import DirectoryWatch
 from event_service.flush import ChangeFlusher
 from event_service.lease import replica_id
+from event_service.placement import Membership
 from event_service.worker import NodeWorker
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,39 @@ class EventService:
         self.stop_event = stop or threading.Event()
         self.client = redis_client.connect(settings.redis_url)
         self.owner = replica_id()
+        events = settings.events
+        self.membership = Membership(
+            self.client,
+            self.owner,
+            [node.address for node in events.nodes],
+            events.lease_seconds,
+            registration_hash=events.registration.hash,
+            stop=self.stop_event,
+        )
         self.workers = [
-            NodeWorker(node, settings.events, self.client, self.owner, self.stop_event)
-            for node in settings.events.nodes
+            NodeWorker(
+                node,
+                events,
+                self.client,
+                self.owner,
+                self.stop_event,
+                assigned=self.membership.mine,
+            )
+            for node in events.nodes
         ]
+        metrics.NODES_OWNED.set_function(lambda: sum(w.holding for w in self.workers))
         self.flusher = ChangeFlusher(settings.redis_url, self._flush_all, self.stop_event)
+        # Writes by hand -> change events (so flushes), led by one replica. Not on a Redis
+        # Cluster: its keyspace notifications come per primary (docs/scale-out.md).
+        self.directory_watch: DirectoryWatch | None = None
+        if redis_client.mode_of(settings.redis_url) != "cluster":
+            self.directory_watch = DirectoryWatch(
+                settings.redis_url,
+                self.owner,
+                events.lease_seconds,
+                registration_hash=events.registration.hash,
+                stop=self.stop_event,
+            )
         self.grpc_server: Any = None
 
     def _flush_all(self, commands: Sequence[tuple[str, str]]) -> None:
@@ -60,9 +90,12 @@ class EventService:
     def start(self) -> None:
         # Bind first: a taken port refuses the start before any FreeSWITCH is touched.
         self.grpc_server = _grpc_server(self.settings, {w.address: w for w in self.workers})
+        self.membership.start()
         for worker in self.workers:
             worker.start()
         self.flusher.start()
+        if self.directory_watch is not None:
+            self.directory_watch.start()
         if self.grpc_server is not None:
             self.grpc_server.start()
 
@@ -72,7 +105,11 @@ class EventService:
             self.grpc_server.stop(GRACE_SECONDS).wait()
         for worker in self.workers:
             worker.join(timeout=GRACE_SECONDS)
+        self.membership.join(timeout=GRACE_SECONDS)
+        self.membership.leave()  # after the workers released their leases
         self.flusher.join(timeout=GRACE_SECONDS)
+        if self.directory_watch is not None:
+            self.directory_watch.join(timeout=GRACE_SECONDS)
         self.client.close()
 
 

@@ -49,6 +49,25 @@ LEASE_HELD = Gauge(
 LEASE_ACQUIRED = Counter(
     "cti_events_lease_acquired_total", "Times this replica took a node's lease over", ["node"]
 )
+NODES_ASSIGNED = Gauge(
+    "cti_events_nodes_assigned",
+    "FreeSWITCH nodes this replica's share names (from the live replicas in Redis)",
+)
+NODES_OWNED = Gauge(
+    "cti_events_nodes_owned", "FreeSWITCH nodes whose lease this replica holds (consumes)"
+)
+REPLICAS_LIVE = Gauge("cti_events_replicas_live", "Event-service replicas announced in Redis")
+NODE_MOVES = Counter(
+    "cti_events_node_moves_total",
+    "Nodes this replica took over ('taken') or handed to another replica ('released')",
+    ["node", "direction"],
+)
+HAND_CHANGES = Counter(
+    "cti_directory_hand_changes_total",
+    "Writes by hand published as directory changes: 'extension' (one per extension) or "
+    "'domain' (too many, or unknown before: one change for the whole domain)",
+    ["scope"],
+)
 REDIS_ERRORS = Counter(
     "cti_events_redis_errors_total",
     "Redis errors: 'worker' (FreeSWITCH state writes) or 'api' (gRPC reads and Watch)",

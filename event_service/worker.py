@@ -46,6 +46,10 @@ POLL_RECONCILING_MS = 10
 """Shorter waits while a reconcile runs: its corrections are merged soon after ready."""
 
 
+class NodeMoved(Exception):
+    """The node is no longer in this replica's share (``event_service.placement``)."""
+
+
 def _stamp(headers: Mapping[str, str]) -> float:
     """FreeSWITCH's ``Event-Date-Timestamp`` (µs since the epoch) in seconds; 0 if none."""
     text = headers.get("Event-Date-Timestamp", "")
@@ -73,6 +77,7 @@ class NodeWorker(threading.Thread):
         owner: str,
         stop: threading.Event,
         connect: Callable[[EslNode], EslConnection] = EslConnection,
+        assigned: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(name=f"esl-{node.address}", daemon=True)
         self.node = node
@@ -88,6 +93,9 @@ class NodeWorker(threading.Thread):
         )
         self.store = StateStore(client, settings, self.address, self.lease)
         self.connect = connect
+        # Whether this replica's share includes the node (``placement.Membership.mine``);
+        # without one, every node is (a lone replica, tests of one worker).
+        self.assigned = assigned or (lambda _node: True)
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self.jobs = JobQueue()  # call-control bgapi jobs (event_service.control)
         self.connected = threading.Event()
@@ -115,7 +123,12 @@ class NodeWorker(threading.Thread):
         backoff = Backoff()
         while not self.stop_event.is_set():
             try:
-                if self._keeper is None and not self._take_lease():
+                if self._keeper is not None and not self.assigned(self.address):
+                    self._hand_over()  # not connected now (between retries): just release
+                    continue
+                if self._keeper is None and (
+                    not self.assigned(self.address) or not self._take_lease()
+                ):
                     self.stop_event.wait(self.lease.renew_interval)
                     continue
                 self._consume(backoff)
@@ -138,6 +151,8 @@ class NodeWorker(threading.Thread):
                 self.stop_event.wait(backoff.next())
             except LeaseLost as lost:
                 self._give_up_lease(lost.holder)
+            except NodeMoved:
+                self._hand_over()
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.labels("worker").inc()
                 self._once("redis", f"cannot reach Redis ({exc.__class__.__name__}), retrying")
@@ -156,8 +171,9 @@ class NodeWorker(threading.Thread):
         """Take the node's lease and start renewing it on its own thread."""
         if not self.lease.acquire():
             return False
-        log.info("consuming FreeSWITCH node", extra={"node": self.address})
+        log.info("consuming FreeSWITCH node (taken over)", extra={"node": self.address})
         metrics.LEASE_ACQUIRED.labels(self.address).inc()
+        metrics.NODE_MOVES.labels(self.address, "taken").inc()
         metrics.LEASE_HELD.labels(self.address).set(1)
         self._keeper = LeaseKeeper(self.lease, self.stop_event)
         self._keeper.start()
@@ -173,6 +189,34 @@ class NodeWorker(threading.Thread):
             self._keeper.cancel()
             self._keeper = None
         metrics.LEASE_HELD.labels(self.address).set(0)
+
+    def _hand_over(self) -> None:
+        """The node moved to another replica's share: release its lease at once (what was
+        read is applied), so the new owner takes it without waiting for it to lapse."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        with contextlib.suppress(redis.RedisError):
+            self.lease.release()
+        metrics.LEASE_HELD.labels(self.address).set(0)
+        metrics.NODE_MOVES.labels(self.address, "released").inc()
+        log.info(
+            "released FreeSWITCH node: it moved to another replica's share",
+            extra={"node": self.address},
+        )
+
+    def _check_placement(self, conn: EslConnection) -> None:
+        """Raise :class:`NodeMoved` once the node left this replica's share, after a final
+        read-and-apply of what FreeSWITCH already sent (the new owner reconciles the rest)."""
+        if self.assigned(self.address):
+            return
+        batch: list[Mapping[str, str]] = []
+        with contextlib.suppress(EslDisconnected):
+            while len(batch) < MAX_BATCH and (headers := conn.receive(1)) is not None:
+                batch.append(headers)
+        if batch:
+            self.process(batch, conn)
+        raise NodeMoved(self.address)
 
     def _check_lease(self) -> None:
         """Raise :class:`LeaseLost` once the keeper found another replica holding it."""
@@ -228,6 +272,7 @@ class NodeWorker(threading.Thread):
         while not self.stop_event.is_set():
             self._send_commands(conn)
             self._check_lease()
+            self._check_placement(conn)
             if self._merge_reconcile() and not self.connected.is_set():
                 self._connected(backoff)
             if interval and time.monotonic() >= next_reconcile:

@@ -99,7 +99,8 @@ def test_unknown_channels_are_dumped_concurrently_while_events_flow(
         assert ended not in live_calls("2000")  # the live hangup is newer than the table
         assert not client.hexists(redis_keys.call_channels("calls"), ended)
         assert gate.most_at_once > 1  # several uuid_dumps in flight at once
-        assert running.connected.is_set()
+        # connected is set just after the merge counted: wait, do not race it
+        until(running.connected.is_set, what="connected once the first reconcile merged")
     finally:
         stop.set()
         running.join(timeout=10)
