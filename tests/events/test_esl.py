@@ -21,13 +21,6 @@ from tests.events.helpers import captured
 
 
 @pytest.fixture
-def fs() -> Iterator[FakeFreeSwitch]:
-    server = FakeFreeSwitch().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def conn(fs: FakeFreeSwitch) -> Iterator[EslConnection]:
     connection = EslConnection(EslNode("127.0.0.1", fs.port))
     connection.open()

@@ -4,7 +4,6 @@ event socket replaying the captured frames; a Watch client sees every change."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 
 import grpc
@@ -20,13 +19,6 @@ from tests.events.helpers import SEED_FIELDS, captured
 from tests.support import free_port
 
 Event = events_pb2.WatchEvent
-
-
-@pytest.fixture
-def fs() -> Iterator[FakeFreeSwitch]:
-    server = FakeFreeSwitch().start()
-    yield server
-    server.stop()
 
 
 def test_watch_follows_the_captured_freeswitch_traffic(fs: FakeFreeSwitch, redis_url: str) -> None:

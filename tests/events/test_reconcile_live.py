@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from cti import redis_keys
@@ -18,20 +16,6 @@ from tests.eslserver import FakeFreeSwitch, call_events, stamped
 from tests.events.helpers import settings, until
 
 UNKNOWN = 500
-
-
-@pytest.fixture
-def fs() -> Iterator[FakeFreeSwitch]:
-    server = FakeFreeSwitch().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 class GatedDumps:

@@ -23,20 +23,6 @@ from tests.events.helpers import settings, subscriptions, until
 from tests.redis_ha.services import event_service_process
 
 
-@pytest.fixture
-def fs() -> Iterator[FakeFreeSwitch]:
-    server = FakeFreeSwitch().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
-
-
 def send_calls(fs: FakeFreeSwitch, count: int, extension: str = "1000") -> None:
     """``count`` whole calls (create, answer, hangup): three state changes each."""
     for _ in range(count):

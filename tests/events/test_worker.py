@@ -27,20 +27,6 @@ from tests.events.helpers import (
 from tests.support import RedisServer
 
 
-@pytest.fixture
-def fs() -> Iterator[FakeFreeSwitch]:
-    server = FakeFreeSwitch().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
-
-
 @contextmanager
 def worker(
     redis_url: str, node: EslNode, config: EventSettings, owner: str = "replica-a"
