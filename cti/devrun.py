@@ -10,6 +10,7 @@ happens to answer on 6379. Ports: the config file, then the per-service variable
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -113,7 +114,7 @@ def _settings(config: str | None) -> tuple[Settings, Settings]:
 def _summary(directory: Settings, events: Settings, redis_url: str, redis_dir: Path | None) -> str:
     http = directory.directory.http
     nodes = ", ".join(node.address for node in events.events.nodes) or "none"
-    redis_note = f"started by make run, data in {redis_dir}" if redis_dir else "from the config"
+    redis_note = f"started for this run, data in {redis_dir}" if redis_dir else "from the config"
     ctictl = ".venv/bin/ctictl"
     if directory.directory.grpc.listen != "127.0.0.1:50051":
         ctictl += f" --address {directory.directory.grpc.listen}"
@@ -130,6 +131,19 @@ Try, in another terminal:
   {ctictl} ext list --domain example.com
   curl -s http://{http.listen}{http.path} -d {LOOKUP}
 """
+
+
+def _wait_or_kill(child: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """Wait for a stopping child; one that ignores SIGTERM that long is killed (its whole
+    process group, so a stuck worker of it goes too)."""
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        print(f"make run: pid {child.pid} did not stop; killing it", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.kill()
+        child.wait()
 
 
 def _wait_ready(addresses: list[str], children: list[subprocess.Popen[bytes]]) -> bool:
@@ -166,18 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "REDIS_URL": redis_url}
     config = ["--config", args.config] if args.config else []
     services = [
-        subprocess.Popen([sys.executable, "-m", name, *config], env=env) for name in SERVICES
+        # Each service leads its own process group, so one that hangs is killed whole with
+        # its workers; Ctrl-C reaches it as SIGTERM from stop().
+        subprocess.Popen([sys.executable, "-m", name, *config], env=env, process_group=0)
+        for name in SERVICES
     ]
     children = [*services, *([redis_process] if redis_process else [])]
 
     def stop(*_: object) -> None:
+        # Once: a second Ctrl-C (or SIGTERM) while stopping must not start it over.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in services:
             child.terminate()
-        for child in services:
-            child.wait(timeout=15)
-        if redis_process:
-            redis_process.terminate()
-            redis_process.wait(timeout=15)
+        for child in [*services, *([redis_process] if redis_process else [])]:
+            if child is redis_process:
+                child.terminate()
+            _wait_or_kill(child)
         sys.exit(0 if all(child.returncode in (0, -signal.SIGTERM) for child in services) else 1)
 
     signal.signal(signal.SIGTERM, stop)

@@ -11,8 +11,10 @@ hashes, and a gRPC ``Watch`` stream printed as it changes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -53,11 +56,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
+class DemoFailed(Exception):
+    """Why the demo stopped, in one sentence."""
+
+
+def wait_until(
+    condition: Callable[[], object],
+    what: str,
+    services: subprocess.Popen[bytes],
+    timeout: float = 60.0,
+) -> None:
+    """Wait for ``condition``; stop at once if the services stopped (a taken port, say:
+    their own line above says why), else after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
+        if services.poll() is not None:
+            raise DemoFailed("the services stopped (their error is above)")
         if time.monotonic() > deadline:
-            raise SystemExit(f"demo: {what} did not happen within {timeout:.0f} s")
+            raise DemoFailed(f"{what} did not happen within {timeout:.0f} s")
         time.sleep(0.05)
 
 
@@ -163,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     run += ["--redis-port", str(redis_port), "--redis-dir", str(workdir / "redis")]
     services = subprocess.Popen(run, cwd=REPO, env=env)
     try:
-        wait_until(simulator.subscribed_clients, "the event service's connection")
-        wait_until(lambda: answers(events.events.grpc.listen), "the event API")
-        wait_until(lambda: answers(directory.directory.http.listen), "the xml_curl server")
+        wait_until(simulator.subscribed_clients, "the event service's connection", services)
+        wait_until(lambda: answers(events.events.grpc.listen), "the event API", services)
+        wait_until(lambda: answers(directory.directory.http.listen), "xml_curl", services)
         client = redis.Redis(port=redis_port)
         say("\n1. Provision the two phones FreeSWITCH will ask about (directory gRPC API):")
         provision(directory)
@@ -174,26 +190,31 @@ def main(argv: list[str] | None = None) -> int:
         say("\n3. Follow the event service's Watch stream while the simulator replays:")
         watch = WatchPrinter(events.events.grpc.listen)
         watch.start()
-        wait_until(watch.live.is_set, "the Watch snapshot")
+        wait_until(watch.live.is_set, "the Watch snapshot", services)
         frames = fixture_frames()
         for title, numbers in STEPS:
             time.sleep(args.pace)
             before = watch.changes
             say(f"\n{SIM} {title}")
             simulator.send_frames([frames[n - 1] for n in numbers])
-            wait_until(lambda b=before: watch.changes > b, f"a Watch change for '{title}'")
+            changed = functools.partial(lambda since: watch.changes > since, before)
+            wait_until(changed, f"a change for '{title}'", services)
             time.sleep(0.3)  # let the step's other changes print before the hashes
             show_hashes(client)
         if not args.exit:
-            say(f"\nDone. The services keep running (Redis on port {redis_port}): try ctictl,")
-            say("redis-cli, /metrics. Ctrl-C stops everything.")
+            say("\nDone. The services keep running: try ctictl, /metrics, and")
+            say(f"redis-cli -p {redis_port} HGETALL registrations. Ctrl-C stops everything.")
             services.wait()
+    except DemoFailed as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     finally:
         services.terminate()
-        services.wait(timeout=30)
+        services.wait(timeout=60)
         simulator.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

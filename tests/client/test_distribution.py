@@ -257,12 +257,12 @@ def test_the_guide_examples_run_as_written(
     script.write_text(guide_script())
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **services}
     output = run(python, script, cwd=tmp_path, env=env).stdout
-    assert "created domains/example.com/extensions/1000 generated password: True" in output
+    assert "created domains/guide.example.com/extensions/1000 generated password: True" in output
     assert "batch: 10 extensions" in output
     assert "refused: ABORTED ETAG_MISMATCH" in output
     assert "bad field: extension_id" in output
     assert re.search(r"^first event: TYPE_SNAPSHOT", output, re.M), output
     assert re.search(r"^change: TYPE_UPSERT 2\d{3}$", output, re.M), output
     assert re.search(r"^resumed after \d+-\d+ with \d+-\d+ 2\d{3}$", output, re.M), output
-    assert '"name": "domains/example.com/extensions/1000"' in output
+    assert '"name": "domains/guide.example.com/extensions/1000"' in output
     assert '"effective_caller_id_name": "Alice Smith"' in output

@@ -73,7 +73,7 @@ def test_starts_its_own_redis_when_none_is_configured(tmp_path: Path) -> None:
     port = free_port()
     with devrun(tmp_path, {}, "--redis-port", str(port)) as (process, out):
         until(lambda: READY in out.read_text(), timeout=90)
-        assert f"redis://127.0.0.1:{port}/0 (started by make run" in out.read_text()
+        assert f"redis://127.0.0.1:{port}/0 (started for this run" in out.read_text()
         assert redis.Redis(port=port).ping()
         assert stop(process) == 0
     deadline = time.monotonic() + 30
