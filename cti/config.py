@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import json5
 
+from cti.addresses import split_address
 from cti.redis_client import RedisUrlError, check_url, with_password
 
 ServiceName = Literal["directory", "events"]
@@ -531,14 +532,6 @@ def _network(section: _Section, name: str, value: str) -> str:
     except ValueError:
         section._fail(section._key(name), f"{value!r} is not an address or CIDR network")
         raise  # unreachable
-
-
-def split_address(value: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port)."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{value!r} is not host:port")
-    return host.strip("[]"), int(port_text)
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from pathlib import Path
 import redis
 
 from cti import redis_client
-from cti.config import ConfigError, Settings, load_settings, split_address
+from cti.addresses import split_address
+from cti.config import ConfigError, Settings, load_settings
 
 RUN_DIR = Path(".run")
 READY_TIMEOUT = 60.0

@@ -18,7 +18,8 @@ from granian.constants import Interfaces
 from granian.log import LogLevels
 from granian.server import MPServer
 
-from cti.config import Settings, load_settings, split_address
+from cti.addresses import split_address
+from cti.config import Settings, load_settings
 from cti.logs import configure_logging, granian_log_config
 from cti.startup import ensure_port_free, refuse_to_start, report_redis
 from directory_service.grpc_api import create_grpc_server

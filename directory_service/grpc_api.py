@@ -2,7 +2,7 @@
 
 Servicer methods are thin: parse and validate the request (:mod:`~directory_service.
 validation`, :mod:`~directory_service.messages`), call the store, convert back. Errors are
-:class:`cti.grpc_server.ApiError`s, mapped to status codes by the shared interceptor.
+:class:`cti.api_errors.ApiError`s, mapped to status codes by the shared interceptor.
 Writes stop retrying when the call's deadline has passed.
 """
 
@@ -16,12 +16,13 @@ import grpc
 from google.protobuf import empty_pb2
 
 from cti import redis_client
+from cti.api_errors import ApiError
 from cti.config import Settings, TokenScope
-from cti.grpc_server import ApiError, TokenTable, build_server, caller_scope, check_domain
+from cti.directory_entry import DirectoryEntry
+from cti.grpc_server import TokenTable, build_server, caller_scope, check_domain
 from cti.v1 import directory_pb2, directory_pb2_grpc
 from directory_service import messages, validation
 from directory_service.errors import invalid_argument
-from directory_service.model import DirectoryEntry
 from directory_service.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
 from directory_service.store import DirectoryStore
 

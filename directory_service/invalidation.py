@@ -46,7 +46,9 @@ import redis.asyncio
 import redis.exceptions
 
 from cti import redis_keys
+from cti.backoff import Backoff
 from cti.changes import DirectoryChange
+from cti.text import redis_text
 from directory_service.notify_nodes import NotifyNodes
 
 log = logging.getLogger(__name__)
@@ -242,7 +244,7 @@ class InvalidationListener:
         self._config_refused_warned = False
 
     async def run(self) -> None:
-        delay = self.RETRY_MIN
+        backoff = Backoff(self.RETRY_MIN, self.RETRY_MAX)
         while True:
             try:
                 await self._subscribe_all()
@@ -254,7 +256,7 @@ class InvalidationListener:
             except TopologyChanged:
                 log.info("Redis Cluster primaries changed; resubscribing, not caching until then")
                 self.cache.go_dark()
-                delay = self.RETRY_MIN
+                backoff.reset()
                 continue
             except SubscriberStalled:
                 self.cache.go_dark()  # warned when the canary went unheard
@@ -272,8 +274,7 @@ class InvalidationListener:
                 self.cache.go_dark()
                 self.cache.enabled = False
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.RETRY_MAX)
+            await asyncio.sleep(backoff.next())
 
     async def _subscribe_all(self) -> None:
         """Subscribe to every node and listen until one fails, goes silent or the
@@ -323,7 +324,7 @@ class InvalidationListener:
         Redis refuses CONFIG (managed Redis: then only the canary can tell)."""
         try:
             current = await client.config_get("notify-keyspace-events")
-            flags = _text(current.get("notify-keyspace-events", ""))
+            flags = redis_text(current.get("notify-keyspace-events", ""))
             merged = merged_notify_flags(flags)
             if merged is None:
                 return False
@@ -420,10 +421,10 @@ class InvalidationListener:
                             live = False
                             on_dark()
                             canary.heard_since_start = False
-                    elif kind == "message" and _text(message["channel"]) == canary_channel:
+                    elif kind == "message" and redis_text(message["channel"]) == canary_channel:
                         canary.heard()
                     elif kind in ("message", "pmessage"):
-                        router.handle(_text(message["channel"]), message["data"])
+                        router.handle(redis_text(message["channel"]), message["data"])
                 now = loop.time()
                 if not live and pending <= 0 and canary.heard_since_start:
                     live = True
@@ -458,7 +459,3 @@ async def _until_first_failure(coroutines: list[Coroutine[Any, Any, None]]) -> N
     first = next(iter(done))
     first.result()  # raises its exception
     raise RuntimeError("a subscription ended without an error")
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)

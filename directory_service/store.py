@@ -1,7 +1,7 @@
 """Directory reads and writes in Redis, in the seed's layout.
 
 - Extensions: hash ``cti_exten@<domain>``, field = id, value = the seed's JSON (one
-  parser/serializer: :mod:`directory_service.model`). Reads always parse the stored
+  parser/serializer: :mod:`cti.directory_entry`). Reads always parse the stored
   value, so an entry written by hand (``redis-cli HSET``) is read like any other.
 - Derived, same cluster slot as the domain's hash: the alias index
   ``{cti_exten@<domain>}:aliases`` (lower-cased alias -> id) and template usage counts
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -33,9 +32,11 @@ from redis.client import Pipeline
 
 from cti import redis_keys
 from cti.changes import ChangeKind, ChangeOp
+from cti.directory_entry import DirectoryEntry, ExtensionFormatError, parse_entry
 from cti.redis_client import publish_in_transaction
+from cti.text import redis_text
+from cti.transactions import watch_transaction
 from directory_service import errors, render
-from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
 from directory_service.unusable import report_unusable
 from directory_service.validation import domain_name, extension_name, template_name
 from directory_service.write_plan import (
@@ -48,7 +49,6 @@ from directory_service.write_plan import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 100
 
 
 Raw = bytes | str
@@ -100,10 +100,6 @@ class StoredDomain:
     extension_count: int = 0
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _parse(
     name: str, raw: Raw, where: tuple[str, str], user_id: str | None = None
 ) -> DirectoryEntry:
@@ -139,25 +135,20 @@ class DirectoryStore:
     ) -> T:
         """Run ``plan`` (reads under WATCH, raises ApiError to refuse) then send its
         brackets in one MULTI/EXEC; start over if a watched key changed meanwhile."""
-        for _ in range(MAX_ATTEMPTS):
-            if deadline is not None and time.monotonic() > deadline:
-                raise errors.deadline_exceeded(name)
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(*watch)  # type: ignore[no-untyped-call]
-                    result, brackets = plan(pipe)
-                    pipe.multi()
-                    for bracket in brackets:
-                        for command in bracket.redis_commands():
-                            if command[0] == "PUBLISH":
-                                publish_in_transaction(pipe, command[1], command[2], watch[0])
-                            else:
-                                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
-        raise errors.too_much_contention(name)
+
+        def write(pipe: Pipeline) -> T:
+            result, brackets = plan(pipe)
+            pipe.multi()
+            for bracket in brackets:
+                for command in bracket.redis_commands():
+                    if command[0] == "PUBLISH":
+                        publish_in_transaction(pipe, command[1], command[2], watch[0])
+                    else:
+                        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            pipe.execute()
+            return result
+
+        return watch_transaction(self.client, watch, write, name=name, deadline=deadline)
 
     # -----------------------------------------------------------------------------------
     # Extensions: reads
@@ -174,7 +165,7 @@ class DirectoryStore:
     def extension_domains(self) -> list[str]:
         """Every domain that has an extension hash, sorted."""
         found = {
-            redis_keys.domain_of_extensions_key(_text(key))
+            redis_keys.domain_of_extensions_key(redis_text(key))
             for key in self.client.scan_iter(match=redis_keys.EXTENSIONS_PREFIX + "*", count=1000)
         }
         return sorted(d for d in found if d)
@@ -233,7 +224,7 @@ class DirectoryStore:
                 resume_after = None
             for index, (raw_id, raw) in enumerate(items):
                 # Not UTF-8: decodes to lone surrogates, which servable_entry refuses.
-                extension_id = raw_id.decode(errors="surrogateescape")
+                extension_id = redis_text(raw_id)
                 try:
                     entry = render.servable_entry(raw, extension_id)
                 except ExtensionFormatError as exc:
@@ -280,7 +271,7 @@ class DirectoryStore:
         if not aliases:
             return {}
         owners = [
-            _text(o) if o is not None else None
+            redis_text(o) if o is not None else None
             for o in pipe.hmget(redis_keys.aliases(domain), list(aliases))
         ]
         claimed = sorted({o for o in owners if o is not None})
@@ -486,7 +477,7 @@ class DirectoryStore:
         usage: dict[str, int] = {}
         for domain in self.extension_domains():
             for template, count in self.client.hgetall(redis_keys.template_refs(domain)).items():
-                usage[_text(template)] = usage.get(_text(template), 0) + int(count)
+                usage[redis_text(template)] = usage.get(redis_text(template), 0) + int(count)
         return usage
 
     def _template_user(self, template: str) -> str | None:
@@ -503,7 +494,7 @@ class DirectoryStore:
                 if needle in raw:
                     try:
                         if parse_entry(raw).template == template:
-                            return extension_name(domain, _text(extension_id))
+                            return extension_name(domain, redis_text(extension_id))
                     except ExtensionFormatError:
                         continue
         return None
@@ -518,7 +509,7 @@ class DirectoryStore:
         return StoredTemplate(template, entry, etag_of(raw), usage)
 
     def list_templates(self, after: str, limit: int) -> tuple[list[StoredTemplate], str | None]:
-        stored = {_text(k): v for k, v in self.client.hgetall(redis_keys.TEMPLATES).items()}
+        stored = {redis_text(k): v for k, v in self.client.hgetall(redis_keys.TEMPLATES).items()}
         names = sorted(n for n in stored if n > after)
         usage = self._template_usage() if names else {}
         page: list[StoredTemplate] = []
@@ -627,7 +618,7 @@ class DirectoryStore:
         return StoredDomain(domain, entry, etag_of(raw), count)
 
     def list_domains(self, after: str, limit: int) -> tuple[list[StoredDomain], str | None]:
-        settings = {_text(k): v for k, v in self.client.hgetall(redis_keys.DOMAINS).items()}
+        settings = {redis_text(k): v for k, v in self.client.hgetall(redis_keys.DOMAINS).items()}
         names = sorted(n for n in set(settings) | set(self.extension_domains()) if n > after)
         page: list[StoredDomain] = []
         for domain in names[:limit]:

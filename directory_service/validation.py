@@ -17,10 +17,10 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
+from cti.directory_entry import DirectoryEntry
 from cti.text import excerpt
 from directory_service import render
 from directory_service.errors import invalid_argument
-from directory_service.model import DirectoryEntry
 from directory_service.passwords import A1_HASH, PASSWORD, SECRET_PARAMS
 
 EXTENSION_ID = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")

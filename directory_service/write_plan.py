@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from cti import redis_keys
 from cti.changes import ChangeKind, ChangeOp, DirectoryChange
-from directory_service.model import DirectoryEntry
+from cti.directory_entry import DirectoryEntry
 
 Command = tuple[str, ...]
 

@@ -24,14 +24,14 @@ import grpc
 import redis
 
 from cti import redis_client
+from cti.api_errors import ApiError, invalid_argument
 from cti.config import Settings, TokenScope
 from cti.grpc_server import (
-    ApiError,
     TokenTable,
     build_server,
     caller_scope,
     check_domain,
-    invalid_argument,
+    redis_unavailable,
 )
 from cti.v1 import events_pb2, events_pb2_grpc
 from event_service import control, metrics
@@ -83,9 +83,10 @@ _WATCH_KINDS: dict[int, Kind] = {
 
 
 def _unavailable(exc: redis.RedisError) -> ApiError:
-    log.warning("Redis unavailable: %s", type(exc).__name__)
+    """Any Redis error of a read (cluster errors included) is counted and answered as
+    Redis being unavailable."""
     metrics.REDIS_ERRORS.labels("api").inc()
-    return ApiError(grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable")
+    return redis_unavailable(exc, "EventService")
 
 
 def _not_found(kind: Kind, key: str) -> ApiError:

@@ -90,7 +90,7 @@ def expect_error(
 ) -> grpc.RpcError:
     """Run ``call()``; it must fail with ``code`` (and ErrorInfo ``reason``, and a
     BadRequest violation naming ``field``)."""
-    from cti.grpc_server import error_info
+    from cti.api_errors import error_info
 
     with pytest.raises(grpc.RpcError) as caught:
         call()

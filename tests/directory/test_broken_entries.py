@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from cti import redis_keys
+from cti.directory_entry import ExtensionFormatError, parse_entry
 from directory_service import render
 from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.model import ExtensionFormatError, parse_entry
 from directory_service.request import DirectoryRequest
 from directory_service.unusable import UnusableEntryLog
 from tests.directory.service import is_not_found, name_values, parse_user
