@@ -22,7 +22,7 @@ from cti.addresses import split_address
 from cti.config import Settings, load_settings
 from cti.logs import configure_logging, granian_log_config
 from cti.startup import ensure_port_free, refuse_to_start, report_redis
-from directory_service.grpc_api import create_grpc_server
+from directory_service.api.servicer import create_grpc_server
 
 log = logging.getLogger("directory_service")
 GRPC_GRACE_SECONDS = 5.0

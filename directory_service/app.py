@@ -16,11 +16,11 @@ from granian.rsgi import Scope
 from cti.config import Settings, load_settings
 from cti.logs import configure_logging
 from cti.redis_client import connect_async
-from directory_service.cache import DirectoryCache
-from directory_service.http import DirectoryHttp
-from directory_service.invalidation import InvalidationListener
-from directory_service.metrics import DirectoryMetrics
-from directory_service.notify_nodes import notify_nodes
+from directory_service.lookup.cache import DirectoryCache
+from directory_service.lookup.http import DirectoryHttp
+from directory_service.lookup.invalidation import InvalidationListener
+from directory_service.lookup.metrics import DirectoryMetrics
+from directory_service.lookup.notify_nodes import notify_nodes
 from directory_service.unusable import report_unusable
 
 log = logging.getLogger("directory_service")

@@ -17,7 +17,7 @@ import pytest
 from cti.addresses import split_address
 from cti.config import ServiceName, load_settings, parse_settings
 from cti.redis_client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from directory_service import http as directory_http
+from directory_service.lookup import http as directory_http
 from event_service import status_http
 from tests.deploy.manifests import (
     K8S,

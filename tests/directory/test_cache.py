@@ -12,8 +12,8 @@ import redis
 import redis.asyncio
 
 from cti import redis_keys
-from directory_service.cache import DirectoryCache
-from directory_service.request import DirectoryRequest
+from directory_service.lookup.cache import DirectoryCache
+from directory_service.lookup.request import DirectoryRequest
 from tests.directory.service import name_values, parse_user
 
 DOMAIN = "cache.example"

@@ -12,7 +12,7 @@
 - Templates ``cti_template``, domain settings ``cti_domain`` (name -> JSON).
 
 Every write is one ``WATCH``/``MULTI``/``EXEC`` transaction over one hash slot, retried on
-``WatchError`` (a concurrent writer), sent bracketed as :mod:`directory_service.write_plan`
+``WatchError`` (a concurrent writer), sent bracketed as :mod:`directory_service.api.write_plan`
 describes. Checks that involve another slot (does the template exist, does the domain still
 have extensions) are read just before the transaction and are not atomic with it; see the
 README for the narrow races that leaves.
@@ -36,15 +36,16 @@ from cti.directory_entry import DirectoryEntry, ExtensionFormatError, parse_entr
 from cti.redis_client import publish_in_transaction
 from cti.text import redis_text
 from cti.transactions import watch_transaction
-from directory_service import errors, render
-from directory_service.unusable import report_unusable
-from directory_service.validation import domain_name, extension_name, template_name
-from directory_service.write_plan import (
+from directory_service.api import errors
+from directory_service.api.validation import domain_name, extension_name, template_name
+from directory_service.api.write_plan import (
     Bracket,
     ExtensionWrite,
     extension_brackets,
     settings_bracket,
 )
+from directory_service.lookup import render
+from directory_service.unusable import report_unusable
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Domain views kept between lookups, and the rules that keep them equal to Redis.
 
-Redis drives every invalidation (see :mod:`directory_service.invalidation`); this module
+Redis drives every invalidation (see :mod:`directory_service.lookup.invalidation`); this module
 only decides what an invalidation means for the state it holds:
 
 - a generation counter per domain (and one for the shared templates/domain settings) is
@@ -25,9 +25,9 @@ from typing import TypeVar
 
 import redis.exceptions
 
-from directory_service import reader, render
-from directory_service.directory import DomainData, DomainView, ErrorSink, SharedData
-from directory_service.request import DirectoryRequest
+from directory_service.lookup import reader, render
+from directory_service.lookup.directory import DomainData, DomainView, ErrorSink, SharedData
+from directory_service.lookup.request import DirectoryRequest
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from cti import redis_keys
 from cti.directory_entry import DirectoryEntry, ExtensionFormatError
 from cti.text import excerpt
-from directory_service import render
-from directory_service.request import DirectoryRequest
+from directory_service.lookup import render
+from directory_service.lookup.request import DirectoryRequest
 
 GROUP_VARIABLE = "callgroup"
 """The user variable naming the groups (comma-separated) an extension belongs to, as in

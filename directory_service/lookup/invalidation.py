@@ -1,7 +1,7 @@
 """Redis tells every replica what changed; this turns its messages into cache actions.
 
 One subscriber connection per notifying server (the server, the Sentinel master, or each
-Redis Cluster primary: :mod:`directory_service.notify_nodes`) receives, in that server's
+Redis Cluster primary: :mod:`directory_service.lookup.notify_nodes`) receives, in that server's
 own order:
 
 - keyspace notifications ``__keyspace@<db>__:<key>`` for every ``cti_*`` key it holds,
@@ -49,7 +49,7 @@ from cti import redis_keys
 from cti.backoff import Backoff
 from cti.changes import DirectoryChange
 from cti.text import redis_text
-from directory_service.notify_nodes import NotifyNodes
+from directory_service.lookup.notify_nodes import NotifyNodes
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import redis.asyncio
 from cti import redis_keys
 from cti.directory_entry import ExtensionFormatError, parse_entry
 from cti.text import redis_text
-from directory_service.directory import DomainData, SharedData
+from directory_service.lookup.directory import DomainData, SharedData
 
 Client = redis.asyncio.Redis
 

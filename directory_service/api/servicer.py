@@ -1,7 +1,7 @@
-"""The directory gRPC API: ``cti.v1.DirectoryService`` over :mod:`directory_service.store`.
+"""The directory gRPC API: ``cti.v1.DirectoryService`` over :mod:`directory_service.api.store`.
 
 Servicer methods are thin: parse and validate the request (:mod:`~directory_service.
-validation`, :mod:`~directory_service.messages`), call the store, convert back. Errors are
+validation`, :mod:`~directory_service.api.messages`), call the store, convert back. Errors are
 :class:`cti.api_errors.ApiError`s, mapped to status codes by the shared interceptor.
 Writes stop retrying when the call's deadline has passed.
 """
@@ -21,10 +21,10 @@ from cti.config import Settings, TokenScope
 from cti.directory_entry import DirectoryEntry
 from cti.grpc_server import TokenTable, build_server, caller_scope, check_domain
 from cti.v1 import directory_pb2, directory_pb2_grpc
-from directory_service import messages, validation
-from directory_service.errors import invalid_argument
-from directory_service.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
-from directory_service.store import DirectoryStore
+from directory_service.api import messages, validation
+from directory_service.api.errors import invalid_argument
+from directory_service.api.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
+from directory_service.api.store import DirectoryStore
 
 SERVICE_NAME = "cti.v1.DirectoryService"
 ERROR_DOMAIN = "directory.cti"
