@@ -15,7 +15,7 @@ from cti.text import excerpt
 from cti.v1 import directory_pb2
 from directory_service.api.errors import ApiError, invalid_argument
 from directory_service.api.passwords import SECRET_PARAMS
-from directory_service.api.store import StoredDomain, StoredExtension, StoredTemplate
+from directory_service.api.stored import StoredDomain, StoredExtension, StoredTemplate
 from directory_service.api.validation import domain_name, parse_template_name, template_name
 
 DEFAULT_PAGE_SIZE = 100
