@@ -73,13 +73,15 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     # -----------------------------------------------------------------------------------
     # Extensions
 
-    def GetExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+    def GetExtension(
+        self, request: directory_pb2.GetExtensionRequest, context: Context
+    ) -> directory_pb2.Extension:
         domain, extension_id = validation.parse_extension_name(request.name, "name")
         self._allow(context, domain)
         return messages.extension_message(self.store.get_extension(domain, extension_id))
 
     def ListExtensions(
-        self, request: Any, context: Context
+        self, request: directory_pb2.ListExtensionsRequest, context: Context
     ) -> directory_pb2.ListExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent", allow_all=True)
         scope = self._allow(context, domain)
@@ -109,7 +111,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         )
 
     def _new_extension(
-        self, domain: str, extension_id: str, message: Any, field: str
+        self, domain: str, extension_id: str, message: directory_pb2.Extension, field: str
     ) -> tuple[DirectoryEntry, str]:
         """A validated entry ready to store, and the password to return (generated)."""
         entry = messages.entry_from_message(message, field, with_template=True)
@@ -124,7 +126,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         secret = secret_params(extension_id, domain, password, self.store_a1_hash)
         return messages.with_secret(entry, secret), generated
 
-    def CreateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+    def CreateExtension(
+        self, request: directory_pb2.CreateExtensionRequest, context: Context
+    ) -> directory_pb2.Extension:
         domain = validation.parse_domain_name(request.parent, "parent")
         self._allow(context, domain)
         extension_id = validation.check_extension_id(request.extension_id, "extension_id")
@@ -135,7 +139,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         return messages.extension_message(stored, generated)
 
     def BatchCreateExtensions(
-        self, request: Any, context: Context
+        self, request: directory_pb2.BatchCreateExtensionsRequest, context: Context
     ) -> directory_pb2.BatchCreateExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent")
         self._allow(context, domain)
@@ -186,7 +190,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             ]
         )
 
-    def UpdateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+    def UpdateExtension(
+        self, request: directory_pb2.UpdateExtensionRequest, context: Context
+    ) -> directory_pb2.Extension:
         message = request.extension
         domain, extension_id = validation.parse_extension_name(message.name, "extension.name")
         self._allow(context, domain)
@@ -211,7 +217,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return messages.extension_message(stored)
 
-    def DeleteExtension(self, request: Any, context: Context) -> empty_pb2.Empty:
+    def DeleteExtension(
+        self, request: directory_pb2.DeleteExtensionRequest, context: Context
+    ) -> empty_pb2.Empty:
         domain, extension_id = validation.parse_extension_name(request.name, "name")
         self._allow(context, domain)
         self.store.delete_extension(domain, extension_id, request.etag, _deadline(context))
@@ -220,11 +228,15 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     # -----------------------------------------------------------------------------------
     # Templates
 
-    def GetExtensionTemplate(self, request: Any, context: Context) -> Any:
+    def GetExtensionTemplate(
+        self, request: directory_pb2.GetExtensionTemplateRequest, context: Context
+    ) -> directory_pb2.ExtensionTemplate:
         template = validation.parse_template_name(request.name, "name")
         return messages.template_message(self.store.get_template(template))
 
-    def ListExtensionTemplates(self, request: Any, context: Context) -> Any:
+    def ListExtensionTemplates(
+        self, request: directory_pb2.ListExtensionTemplatesRequest, context: Context
+    ) -> directory_pb2.ListExtensionTemplatesResponse:
         size = messages.page_size(request.page_size)
         position = messages.decode_token(request.page_token, {"list": "templates"}, 1)
         page, last = self.store.list_templates(position[0] if position else "", size)
@@ -233,7 +245,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             next_page_token=messages.encode_token({"list": "templates"}, [last]) if last else "",
         )
 
-    def CreateExtensionTemplate(self, request: Any, context: Context) -> Any:
+    def CreateExtensionTemplate(
+        self, request: directory_pb2.CreateExtensionTemplateRequest, context: Context
+    ) -> directory_pb2.ExtensionTemplate:
         self._all_domains(context, "a template")
         template = validation.check_template_id(
             request.extension_template_id, "extension_template_id"
@@ -243,7 +257,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         stored = self.store.create_template(template, entry, _deadline(context))
         return messages.template_message(stored)
 
-    def UpdateExtensionTemplate(self, request: Any, context: Context) -> Any:
+    def UpdateExtensionTemplate(
+        self, request: directory_pb2.UpdateExtensionTemplateRequest, context: Context
+    ) -> directory_pb2.ExtensionTemplate:
         self._all_domains(context, "a template")
         message = request.extension_template
         template = validation.parse_template_name(message.name, "extension_template.name")
@@ -255,7 +271,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         stored = self.store.update_template(template, change, message.etag, _deadline(context))
         return messages.template_message(stored)
 
-    def DeleteExtensionTemplate(self, request: Any, context: Context) -> empty_pb2.Empty:
+    def DeleteExtensionTemplate(
+        self, request: directory_pb2.DeleteExtensionTemplateRequest, context: Context
+    ) -> empty_pb2.Empty:
         self._all_domains(context, "a template")
         template = validation.parse_template_name(request.name, "name")
         self.store.delete_template(template, request.etag, _deadline(context))
@@ -278,12 +296,16 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     # -----------------------------------------------------------------------------------
     # Domains
 
-    def GetDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+    def GetDomain(
+        self, request: directory_pb2.GetDomainRequest, context: Context
+    ) -> directory_pb2.Domain:
         domain = validation.parse_domain_name(request.name, "name")
         self._allow(context, domain)
         return messages.domain_message(self.store.get_domain(domain))
 
-    def ListDomains(self, request: Any, context: Context) -> directory_pb2.ListDomainsResponse:
+    def ListDomains(
+        self, request: directory_pb2.ListDomainsRequest, context: Context
+    ) -> directory_pb2.ListDomainsResponse:
         size = messages.page_size(request.page_size)
         position = messages.decode_token(request.page_token, {"list": "domains"}, 1)
         page, last = self.store.list_domains(position[0] if position else "", size)
@@ -293,14 +315,18 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             next_page_token=messages.encode_token({"list": "domains"}, [last]) if last else "",
         )
 
-    def CreateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+    def CreateDomain(
+        self, request: directory_pb2.CreateDomainRequest, context: Context
+    ) -> directory_pb2.Domain:
         domain = validation.check_domain(request.domain_id, "domain_id")
         self._allow(context, domain)
         entry = messages.entry_from_message(request.domain, "domain")
         validation.check_domain_settings(entry, "domain")
         return messages.domain_message(self.store.create_domain(domain, entry, _deadline(context)))
 
-    def UpdateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+    def UpdateDomain(
+        self, request: directory_pb2.UpdateDomainRequest, context: Context
+    ) -> directory_pb2.Domain:
         message = request.domain
         domain = validation.parse_domain_name(message.name, "domain.name")
         self._allow(context, domain)
@@ -310,7 +336,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         stored = self.store.update_domain(domain, change, message.etag, _deadline(context))
         return messages.domain_message(stored)
 
-    def DeleteDomain(self, request: Any, context: Context) -> empty_pb2.Empty:
+    def DeleteDomain(
+        self, request: directory_pb2.DeleteDomainRequest, context: Context
+    ) -> empty_pb2.Empty:
         domain = validation.parse_domain_name(request.name, "name")
         self._allow(context, domain)
         self.store.delete_domain(domain, request.etag, _deadline(context))
