@@ -393,8 +393,3 @@ class ManagedServer(grpc.Server):  # type: ignore[misc]
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return bool(self._inner.wait_for_termination(timeout))
-
-
-def stop_gracefully(server: grpc.Server, grace: float) -> None:
-    """``server.stop(grace)`` and block until in-flight calls have finished."""
-    server.stop(grace).wait()

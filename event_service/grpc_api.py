@@ -325,7 +325,7 @@ def create_grpc_server(
     It also serves ``cti.v1.CallControlService`` (:mod:`event_service.control`) over the
     node workers in ``links`` (node address -> worker; none = every node UNAVAILABLE).
 
-    ``server.stop(grace)`` (or :func:`cti.grpc_server.stop_gracefully`) first ends the
+    ``server.stop(grace)`` (or :func:`cti.lifecycle.serving`) first ends the
     Watch streams with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
     """
     redis_conn = client if client is not None else redis_client.connect(settings.redis_url)

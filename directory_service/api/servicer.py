@@ -15,11 +15,10 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from cti import redis_client
 from cti.api_errors import ApiError
-from cti.config import Settings, TokenScope
+from cti.config import TokenScope
 from cti.directory_entry import DirectoryEntry
-from cti.grpc_server import TokenTable, build_server, caller_scope, check_domain
+from cti.grpc_server import TokenTable, caller_scope, check_domain
 from cti.v1 import directory_pb2, directory_pb2_grpc
 from directory_service.api import messages, validation
 from directory_service.api.errors import invalid_argument
@@ -343,30 +342,3 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         self._allow(context, domain)
         self.store.delete_domain(domain, request.etag, _deadline(context))
         return empty_pb2.Empty()
-
-
-def create_grpc_server(settings: Settings, **options: Any) -> grpc.Server:
-    """The directory gRPC server, bound to ``settings.directory.grpc.listen``, not started.
-    ``server.stop(grace)`` reports NOT_SERVING, then drains (see :mod:`cti.grpc_server`).
-    Options go to :func:`cti.grpc_server.build_server` (``max_workers``, ``options``)."""
-    store = DirectoryStore(redis_client.connect(settings.redis_url))
-    grpc_settings = settings.directory.grpc
-    api = DirectoryApi(
-        store,
-        settings.directory.store_a1_hash,
-        TokenTable(grpc_settings.tokens, grpc_settings.scopes),
-    )
-    options.setdefault(
-        "options",
-        [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
-    return build_server(
-        settings.directory.grpc,
-        [SERVICE_NAME],
-        lambda server: directory_pb2_grpc.add_DirectoryServiceServicer_to_server(api, server),
-        error_domain=ERROR_DOMAIN,
-        **options,
-    )

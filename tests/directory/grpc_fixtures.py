@@ -14,7 +14,7 @@ import redis
 from cti import redis_keys
 from cti.config import parse_settings
 from cti.v1 import directory_pb2_grpc
-from directory_service.api.servicer import create_grpc_server
+from directory_service.app import create_grpc_server
 from directory_service.lookup.directory import DomainData, DomainView, SharedData
 from directory_service.lookup.request import DirectoryRequest
 from tests.support import free_port

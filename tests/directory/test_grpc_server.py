@@ -21,8 +21,9 @@ from cti.config import ConfigError, parse_settings
 from cti.directory_entry import DirectoryEntry
 from cti.v1 import directory_pb2 as pb
 from cti.v1 import directory_pb2_grpc
-from directory_service.api.servicer import SERVICE_NAME, create_grpc_server
+from directory_service.api.servicer import SERVICE_NAME
 from directory_service.api.store import DirectoryStore
+from directory_service.app import create_grpc_server
 from tests.directory.grpc_fixtures import Api, api_fixture, expect_error
 
 __all__ = ["api_fixture"]  # the pytest fixture "api"
