@@ -145,40 +145,11 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         has_range = request.HasField("range")
         if has_range == bool(request.requests):
             raise invalid_argument("requests", "give either requests or range (exactly one)")
-        items: list[tuple[str, DirectoryEntry, str]] = []
-        if has_range:
-            prototype = request.range.prototype
-            if prototype.password:
-                raise invalid_argument(
-                    "range.prototype.password", "passwords are generated per extension"
-                )
-            if prototype.attributes.get("number-alias"):
-                raise invalid_argument(
-                    "range.prototype.attributes.number-alias", "an alias must be unique"
-                )
-            ids = validation.range_ids(request.range.first, request.range.last, "range", MAX_BATCH)
-            base = messages.entry_from_message(prototype, "range.prototype", with_template=True)
-            validation.check_extension_input(base, "range.prototype")
-            if base.params.get(A1_HASH):
-                raise invalid_argument("range.prototype.params.a1-hash", "differs per extension")
-            for extension_id in ids:
-                password = generate_password()
-                secret = secret_params(extension_id, domain, password, self.store_a1_hash)
-                items.append((extension_id, messages.with_secret(base, secret), password))
-        else:
-            if len(request.requests) > MAX_BATCH:
-                raise invalid_argument("requests", f"at most {MAX_BATCH} extensions per call")
-            for index, item in enumerate(request.requests):
-                field = f"requests[{index}]"
-                if item.parent and item.parent != request.parent:
-                    raise invalid_argument(f"{field}.parent", "must be empty or equal to parent")
-                extension_id = validation.check_extension_id(
-                    item.extension_id, f"{field}.extension_id"
-                )
-                entry, generated = self._new_extension(
-                    domain, extension_id, item.extension, f"{field}.extension"
-                )
-                items.append((extension_id, entry, generated))
+        items = (
+            self._range_items(domain, request.range)
+            if has_range
+            else self._listed_items(domain, request)
+        )
         stored = self.store.create_extensions(
             domain, [(i, e) for i, e, _ in items], _deadline(context)
         )
@@ -188,6 +159,49 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
                 for s, (_, _, password) in zip(stored, items, strict=True)
             ]
         )
+
+    def _range_items(
+        self, domain: str, spec: directory_pb2.ExtensionRange
+    ) -> list[tuple[str, DirectoryEntry, str]]:
+        """A range's extensions: the prototype with a generated password each."""
+        prototype = spec.prototype
+        if prototype.password:
+            raise invalid_argument(
+                "range.prototype.password", "passwords are generated per extension"
+            )
+        if prototype.attributes.get("number-alias"):
+            raise invalid_argument(
+                "range.prototype.attributes.number-alias", "an alias must be unique"
+            )
+        ids = validation.range_ids(spec.first, spec.last, "range", MAX_BATCH)
+        base = messages.entry_from_message(prototype, "range.prototype", with_template=True)
+        validation.check_extension_input(base, "range.prototype")
+        if base.params.get(A1_HASH):
+            raise invalid_argument("range.prototype.params.a1-hash", "differs per extension")
+        items = []
+        for extension_id in ids:
+            password = generate_password()
+            secret = secret_params(extension_id, domain, password, self.store_a1_hash)
+            items.append((extension_id, messages.with_secret(base, secret), password))
+        return items
+
+    def _listed_items(
+        self, domain: str, request: directory_pb2.BatchCreateExtensionsRequest
+    ) -> list[tuple[str, DirectoryEntry, str]]:
+        """The listed extensions, each validated like a CreateExtension."""
+        if len(request.requests) > MAX_BATCH:
+            raise invalid_argument("requests", f"at most {MAX_BATCH} extensions per call")
+        items = []
+        for index, item in enumerate(request.requests):
+            field = f"requests[{index}]"
+            if item.parent and item.parent != request.parent:
+                raise invalid_argument(f"{field}.parent", "must be empty or equal to parent")
+            extension_id = validation.check_extension_id(item.extension_id, f"{field}.extension_id")
+            entry, generated = self._new_extension(
+                domain, extension_id, item.extension, f"{field}.extension"
+            )
+            items.append((extension_id, entry, generated))
+        return items
 
     def UpdateExtension(
         self, request: directory_pb2.UpdateExtensionRequest, context: Context

@@ -11,7 +11,7 @@ import pytest
 from cti.changes import DirectoryChange
 from directory_service.lookup import render
 from directory_service.lookup.directory import DomainData, DomainView, SharedData
-from directory_service.lookup.invalidation import Canary, NotificationRouter, merged_notify_flags
+from directory_service.lookup.notifications import Canary, NotificationRouter, merged_notify_flags
 from directory_service.lookup.request import DirectoryRequest
 from tests.directory.service import is_not_found, name_values, parse_user
 
