@@ -232,6 +232,14 @@ def read_fields(cls: type[T], section: _Section, defaults: T | None, **given: An
     return cls(**values)
 
 
+def _read_section(cls: type[T], parent: _Section, name: str, defaults: T) -> T:
+    """The whole section ``name`` of ``parent`` as ``cls`` (unknown keys refused)."""
+    section = parent.section(name)
+    value = read_fields(cls, section, defaults)
+    section.close()
+    return value
+
+
 def _read_one(section: _Section, key: str, spec: Spec, default: Any) -> Any:
     if default is MISSING:
         value = section.get(key, spec.kind or str, None)
@@ -275,14 +283,11 @@ def _from_document(document: Mapping[str, Any], source: str, text: str) -> Setti
 
 def _directory_settings(section: _Section) -> DirectorySettings:
     defaults = DirectorySettings()
-    http_section = section.section("http")
-    http = read_fields(HttpSettings, http_section, defaults.http)
-    http_section.close()
     settings = read_fields(
         DirectorySettings,
         section,
         defaults,
-        http=http,
+        http=_read_section(HttpSettings, section, "http", defaults.http),
         grpc=_grpc_settings(section.section("grpc"), defaults.grpc),
     )
     section.close()
@@ -331,14 +336,9 @@ def _tokens(section: _Section) -> tuple[tuple[str, ...], dict[str, TokenScope]]:
 def _event_settings(section: _Section, gui: _Section) -> EventSettings:
     defaults = EventSettings()
     nodes = tuple(_esl_node(section, i, n) for i, n in enumerate(section.get("nodes", list, [])))
-    registration_section, call_section = gui.section("registration"), gui.section("call")
-    registration = read_fields(PublishTarget, registration_section, defaults.registration)
-    call = read_fields(CallTarget, call_section, defaults.call)
-    for done in (registration_section, call_section, gui):
-        done.close()
-    control_section = section.section("control")
-    control = read_fields(ControlSettings, control_section, defaults.control)
-    control_section.close()
+    registration = _read_section(PublishTarget, gui, "registration", defaults.registration)
+    call = _read_section(CallTarget, gui, "call", defaults.call)
+    gui.close()
     settings = read_fields(
         EventSettings,
         section,
@@ -349,7 +349,7 @@ def _event_settings(section: _Section, gui: _Section) -> EventSettings:
         call=call,
         key_with_domain=_key_with_domain(section),
         multiple_registrations=_registration_modes(section),
-        control=control,
+        control=_read_section(ControlSettings, section, "control", defaults.control),
     )
     _check_event_settings(section, settings)
     section.close()
