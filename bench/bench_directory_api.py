@@ -54,7 +54,7 @@ MAX_MESSAGE = 256 << 20
 
 def serve(port: int, redis_url: str) -> None:
     """The API server process: ``--serve``."""
-    from directory_service.grpc_api import create_grpc_server
+    from directory_service.app import create_grpc_server
 
     base = parse_settings("{}")
     settings = replace(

@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from directory_service import render  # noqa: E402
-from directory_service.model import parse_entry  # noqa: E402
+from cti.directory_entry import parse_entry  # noqa: E402
+from directory_service.lookup import render  # noqa: E402
 from tests.support import free_port, running_redis, wait_for_port, xml_curl_fixture  # noqa: E402
 
 DOMAIN = "127.0.0.1"

@@ -23,7 +23,8 @@ from pathlib import Path
 import redis
 
 from cti import redis_client
-from cti.config import ConfigError, Settings, load_settings, split_address
+from cti.addresses import split_address
+from cti.config import ConfigError, Settings, load_settings
 
 RUN_DIR = Path(".run")
 READY_TIMEOUT = 60.0
@@ -155,7 +156,7 @@ def _wait_ready(addresses: list[str], children: list[subprocess.Popen[bytes]]) -
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--config", metavar="PATH", help="cti.json (default: ./cti.json)")
     parser.add_argument(
@@ -165,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         help="port of the redis-server started when none is configured (taken: any free one)",
     )
     parser.add_argument("--redis-dir", type=Path, default=RUN_DIR / "redis", help="its data folder")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     redis_process: subprocess.Popen[bytes] | None = None
     try:
         directory, events = _settings(args.config)

@@ -16,10 +16,11 @@ What every service gets from :func:`build_server`:
   before draining (graceful shutdown on SIGTERM is the caller's ``server.stop(grace)``).
 - **Reflection** (``grpc.reflection.v1alpha``), so ``grpcurl`` needs no proto files.
 - **TLS** when ``tls_cert``/``tls_key`` are set (PEM files), plaintext otherwise.
-- **Error mapping**: servicers raise :class:`ApiError` (or a subclass); the interceptor
-  turns it into the status code plus a ``google.rpc.Status`` with an ``ErrorInfo``
-  (UPPER_SNAKE ``reason``, ``domain``, ``metadata``) and, for bad requests, a
-  ``BadRequest`` listing field violations. Any other exception is logged and answered with
+- **Error mapping**: servicers raise :class:`cti.api_errors.ApiError` (or a subclass); the
+  interceptor turns it into the status code plus a ``google.rpc.Status`` with an
+  ``ErrorInfo`` (UPPER_SNAKE ``reason``, ``domain``, ``metadata``) and, for bad requests, a
+  ``BadRequest`` listing field violations (:mod:`cti.api_errors`, the error model clients
+  import without this module). Any other exception is logged and answered with
   ``INTERNAL`` without leaking its text.
 
 Usage (one service)::
@@ -33,25 +34,22 @@ Usage (one service)::
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 import redis.exceptions
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 
-from cti.client import read_error
-from cti.config import FULL_ACCESS, ConfigError, GrpcSettings, TokenScope, split_address
+from cti.addresses import is_loopback, split_address
+from cti.api_errors import ApiError, abort
+from cti.config import FULL_ACCESS, ConfigError, GrpcSettings, TokenScope
 from cti.startup import ensure_port_free
+from cti.text import display_text
 
 log = logging.getLogger(__name__)
 
@@ -62,101 +60,6 @@ EXEMPT_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 """Services callable without a token (probes and tooling)."""
-
-
-# ---------------------------------------------------------------------------------------
-# Domain errors -> gRPC status
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One bad request field: ``field`` is a dotted path such as ``extension.params``."""
-
-    field: str
-    description: str
-
-
-@dataclass
-class ApiError(Exception):
-    """An error a client can act on. ``reason`` is a stable UPPER_SNAKE identifier
-    (``EXTENSION_NOT_FOUND``); ``message`` is for humans; ``violations`` name bad fields."""
-
-    code: grpc.StatusCode
-    reason: str
-    message: str
-    violations: tuple[FieldViolation, ...] = ()
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        super().__init__(self.message)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def invalid_argument(
-    field_path: str, description: str, reason: str = "INVALID_ARGUMENT"
-) -> ApiError:
-    """INVALID_ARGUMENT naming one field (message and a ``BadRequest`` violation)."""
-    return ApiError(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        reason,
-        f"{field_path}: {description}",
-        (FieldViolation(field_path, description),),
-    )
-
-
-MAX_DETAIL_CHARS = 1000
-"""Any text of an error's details: a status travels in the trailers (~8 KB in all), and a
-message echoing a huge input would replace the error with RESOURCE_EXHAUSTED. Servicers
-quote inputs by :func:`cti.text.excerpt`; this is the backstop."""
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "..."
-
-
-def to_status(error: ApiError, domain: str) -> status_pb2.Status:
-    """The rich ``google.rpc.Status`` for ``error`` (pure; used by the interceptor)."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason,
-        domain=domain,
-        metadata={_bounded(k): _bounded(v) for k, v in error.metadata.items()},
-    )
-    details = [_packed(info)]
-    if error.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=_bounded(v.field), description=_bounded(v.description)
-                )
-                for v in error.violations
-            ]
-        )
-        details.append(_packed(bad))
-    return status_pb2.Status(
-        code=error.code.value[0], message=_bounded(error.message), details=details
-    )
-
-
-def _packed(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def error_info(error: grpc.RpcError) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
-    """``(reason, metadata, [(field, description), ...])`` of a failed call: a tuple view
-    of the client package's :func:`cti.client.read_error` (the one reader), for tests."""
-    details = read_error(error)
-    violations = [(v.field, v.description) for v in details.field_violations]
-    return details.reason, dict(details.metadata), violations
-
-
-def abort(context: grpc.ServicerContext, error: ApiError, domain: str) -> NoReturn:
-    """End the call with ``error`` (raises, as ``context.abort`` does)."""
-    context.abort_with_status(rpc_status.to_status(to_status(error, domain)))
-    raise AssertionError("unreachable")  # abort_with_status always raises
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,7 +115,7 @@ class TokenTable:
         for key, value in metadata:
             if key.lower() != "authorization":
                 continue
-            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            text = display_text(value)
             scheme, _, token = text.strip().partition(" ")
             if scheme.lower() != "bearer":
                 continue
@@ -322,13 +225,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
             if isinstance(exc, ApiError):
                 abort(context, exc, domain)
-            if isinstance(exc, _REDIS_DOWN):
-                # Transient: clients retry UNAVAILABLE later (INTERNAL says "do not").
-                log.warning("Redis unavailable in %s: %s", method, type(exc).__name__)
-                unavailable = ApiError(
-                    grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable"
-                )
-                abort(context, unavailable, domain)
+            if isinstance(exc, REDIS_DOWN):
+                abort(context, redis_unavailable(exc, method), domain)
             log.exception("unexpected error in %s", method)
             abort(context, ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"), domain)
 
@@ -362,7 +260,15 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return _rewrap(handler, guard)
 
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What the interceptor answers UNAVAILABLE: Redis could not be reached or did not answer."""
+
+
+def redis_unavailable(exc: BaseException, where: str) -> ApiError:
+    """The one status for "Redis cannot answer": UNAVAILABLE ``REDIS_UNAVAILABLE``, which
+    clients retry later (INTERNAL would say "do not"). Logged with the error's type only."""
+    log.warning("Redis unavailable in %s: %s", where, type(exc).__name__)
+    return ApiError(grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable")
 
 
 def _is_abort(exc: Exception) -> bool:
@@ -372,15 +278,6 @@ def _is_abort(exc: Exception) -> bool:
 
 # ---------------------------------------------------------------------------------------
 # Server construction
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_open_listen(settings: GrpcSettings) -> None:
@@ -496,8 +393,3 @@ class ManagedServer(grpc.Server):  # type: ignore[misc]
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return bool(self._inner.wait_for_termination(timeout))
-
-
-def stop_gracefully(server: grpc.Server, grace: float) -> None:
-    """``server.stop(grace)`` and block until in-flight calls have finished."""
-    server.stop(grace).wait()

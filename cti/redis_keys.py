@@ -31,7 +31,7 @@ change event names) from writes made by hand (which invalidate the whole domain)
 DIRECTORY_HAND_WRITES_CHANNEL = "cti:directory:hand-writes"
 """Pub/sub, internal: the event service's directory watch tells directory replicas which
 extensions a write by hand changed (``event_service.directory_watch``,
-``directory_service.hand_writes``), so they re-read those instead of the whole domain."""
+``directory_service.lookup.hand_writes``), so they re-read those instead of the whole domain."""
 
 
 def extensions(domain: str) -> str:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import redis
 
 from cti import redis_client
-from cti.config import ConfigError, split_address
+from cti.addresses import split_address
+from cti.config import ConfigError
 
 log = logging.getLogger("cti.startup")
 

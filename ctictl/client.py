@@ -23,8 +23,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cti.addresses import split_address
 from cti.client import read_error
-from cti.config import split_address
 from cti.v1 import call_control_pb2_grpc, directory_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"

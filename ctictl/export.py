@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from directory_service.model import SECTIONS
+from cti.directory_entry import SECTIONS
 
 MESSAGE_SECTIONS = {"param": "params", "variable": "variables", "attribute": "attributes"}
 """Import/seed section name -> Extension message field."""

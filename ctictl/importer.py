@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cti.directory_entry import SECTIONS, freeswitch_value
 from cti.v1 import directory_pb2 as pb
 from ctictl.client import ApiClient, ApiFailure
-from directory_service.model import SECTIONS, freeswitch_value
 
 NOT_AN_OBJECT = "\x00not-an-object"
 FATAL = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "UNAVAILABLE", "UNIMPLEMENTED"})

@@ -62,5 +62,6 @@ _process_log = UnusableEntryLog()
 
 
 def report_unusable(key: str, field: str, problem: str) -> None:
-    """This process's throttled report (an :data:`~directory_service.directory.ErrorSink`)."""
+    """This process's throttled report
+    (an :data:`~directory_service.lookup.directory.ErrorSink`)."""
     _process_log.report(key, field, problem)

@@ -28,8 +28,9 @@ import grpc
 import redis
 
 from cti import redis_keys
+from cti.api_errors import ApiError, invalid_argument
 from cti.config import EventSettings, TokenScope
-from cti.grpc_server import ApiError, TokenTable, caller_scope, check_domain, invalid_argument
+from cti.grpc_server import TokenTable, caller_scope, check_domain
 from cti.v1 import call_control_pb2, call_control_pb2_grpc
 from event_service import control_commands as cc
 from event_service import metrics, registrations

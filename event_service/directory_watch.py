@@ -4,7 +4,7 @@ into the precise change events an API write publishes, once for the whole deploy
 One event-service replica at a time (a Redis lease, ``cti:events:lease:directory-watch``)
 keeps a digest of every field of the directory hashes. It follows the same stream the
 directory replicas do (keyspace notifications plus the API's write brackets, read by the
-directory's own :class:`~directory_service.invalidation.NotificationRouter`), so it tells
+directory's own :class:`~directory_service.lookup.notifications.NotificationRouter`), so it tells
 API writes (already published and flushed) from writes by hand. Hand-written keys are
 collected for :data:`WINDOW_SECONDS` (a burst is one read per key), re-read, diffed against
 the digests, and published:
@@ -15,7 +15,7 @@ the digests, and published:
   FreeSWITCH nodes. More than :data:`PRECISE_MAX` extensions of a domain at once (an
   import) is one ``domain`` change instead: one whole-cache flush, not thousands;
 - on ``cti:directory:hand-writes`` (for the directory replicas,
-  :mod:`directory_service.hand_writes`): ``read`` inside the same MULTI/EXEC as the
+  :mod:`directory_service.lookup.hand_writes`): ``read`` inside the same MULTI/EXEC as the
   re-read (notifications before it are covered by it), ``done`` with the extensions to
   re-read (or ``whole``), and ``alive`` every second.
 """
@@ -34,7 +34,7 @@ import redis
 
 from cti import redis_client, redis_keys
 from cti.changes import DirectoryChange
-from directory_service.invalidation import NotificationRouter, merged_notify_flags
+from directory_service.lookup.notifications import NotificationRouter, merged_notify_flags
 from event_service import metrics
 from event_service.lease import Lease
 

@@ -24,14 +24,14 @@ import grpc
 import redis
 
 from cti import redis_client
+from cti.api_errors import ApiError, invalid_argument
 from cti.config import Settings, TokenScope
 from cti.grpc_server import (
-    ApiError,
     TokenTable,
     build_server,
     caller_scope,
     check_domain,
-    invalid_argument,
+    redis_unavailable,
 )
 from cti.v1 import events_pb2, events_pb2_grpc
 from event_service import control, metrics
@@ -83,9 +83,10 @@ _WATCH_KINDS: dict[int, Kind] = {
 
 
 def _unavailable(exc: redis.RedisError) -> ApiError:
-    log.warning("Redis unavailable: %s", type(exc).__name__)
+    """Any Redis error of a read (cluster errors included) is counted and answered as
+    Redis being unavailable."""
     metrics.REDIS_ERRORS.labels("api").inc()
-    return ApiError(grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE", "state store unavailable")
+    return redis_unavailable(exc, "EventService")
 
 
 def _not_found(kind: Kind, key: str) -> ApiError:
@@ -324,7 +325,7 @@ def create_grpc_server(
     It also serves ``cti.v1.CallControlService`` (:mod:`event_service.control`) over the
     node workers in ``links`` (node address -> worker; none = every node UNAVAILABLE).
 
-    ``server.stop(grace)`` (or :func:`cti.grpc_server.stop_gracefully`) first ends the
+    ``server.stop(grace)`` (or :func:`cti.lifecycle.serving`) first ends the
     Watch streams with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
     """
     redis_conn = client if client is not None else redis_client.connect(settings.redis_url)

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import redis
 
+from cti.text import redis_text
+
 T = TypeVar("T")
 
 _FETCH_CHUNK_MIN = 64
@@ -45,9 +47,7 @@ class StateReader:
         """
         keys = sorted(
             key
-            for key in (
-                raw.decode("utf-8", errors="surrogateescape") for raw in self._keys(hash_name)
-            )
+            for key in (redis_text(raw) for raw in self._keys(hash_name))
             if key > after and key_ok(key)
         )
         found: list[T] = []

@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cti.grpc_server import invalid_argument
+from cti.api_errors import invalid_argument
+from cti.text import display_text
 from cti.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _text(value: Any) -> str:
 
 
 def _decode(key: str, raw: bytes | str) -> tuple[str, dict[str, Any] | None]:
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    text = display_text(raw)
     try:
         value = json.loads(text)
     except ValueError:

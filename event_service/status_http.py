@@ -21,7 +21,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from cti.config import ConfigError, split_address
+from cti.addresses import split_address
+from cti.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from redis.typing import EncodableT, FieldT
 from cti import redis_keys
 from cti.config import EventSettings, PublishTarget
 from cti.redis_client import publish_in_transaction
+from cti.transactions import watch_transaction
 from event_service import calls, metrics, registrations
 from event_service.lease import Lease
 from event_service.state import (
@@ -42,7 +43,9 @@ from event_service.state import (
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 20
+_Written = tuple[StateView, list[tuple[int, str, int]], dict[str, str], list[object]]
+"""What one committed write leaves to account for: the view, its list pushes, the
+``calls`` values written and the transaction's results."""
 
 
 def log_maxlen(average_entry_bytes: float) -> int:
@@ -143,30 +146,35 @@ class StateStore:
         watched = [self.devices_key, self.channels_key, self.call_hash]
         if self.lease is not None:
             watched.append(self.lease.key)
-        for _ in range(MAX_ATTEMPTS):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(*watched)  # type: ignore[no-untyped-call]
-                    view = self._load(pipe, operations)
-                    for op in operations:
-                        view.apply(op)
-                    if not view.changes:
-                        return 0
-                    pipe.multi()
-                    list_pushes, written = self._queue(pipe, view)
-                    if self.lease is not None:
-                        pipe.set(self.lease.key, self.lease.owner, px=self.lease.ttl_ms)
-                    results = pipe.execute()
-                except redis.WatchError:
-                    metrics.WRITE_CONFLICTS.labels(self.node).inc()
-                    continue
-            for field, value in written.items():
-                record = view.records.get(field)
-                if record is not None:
-                    self.records.remember(field, value, record)
-            self._count_dropped(list_pushes, results)
-            return view.state_changes
-        raise RuntimeError(f"gave up writing after {MAX_ATTEMPTS} conflicting attempts")
+
+        def write(pipe: redis.client.Pipeline) -> _Written | None:
+            view = self._load(pipe, operations)
+            for op in operations:
+                view.apply(op)
+            if not view.changes:
+                return None
+            pipe.multi()
+            list_pushes, written = self._queue(pipe, view)
+            if self.lease is not None:
+                pipe.set(self.lease.key, self.lease.owner, px=self.lease.ttl_ms)
+            return view, list_pushes, written, pipe.execute()
+
+        outcome = watch_transaction(
+            self.client,
+            watched,
+            write,
+            name="registrations and calls state",
+            on_conflict=metrics.WRITE_CONFLICTS.labels(self.node).inc,
+        )
+        if outcome is None:
+            return 0
+        view, list_pushes, written, results = outcome
+        for field, value in written.items():
+            record = view.records.get(field)
+            if record is not None:
+                self.records.remember(field, value, record)
+        self._count_dropped(list_pushes, results)
+        return view.state_changes
 
     def _load(self, pipe: redis.client.Pipeline, operations: Sequence[Operation]) -> StateView:
         if self.lease is not None:

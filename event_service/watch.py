@@ -32,6 +32,7 @@ from typing import Any, Literal
 import redis
 
 from cti import redis_keys
+from cti.text import display_text, redis_text
 from cti.v1 import events_pb2
 from event_service import calls
 from event_service.state_views import (
@@ -93,10 +94,10 @@ class Change:
 
 def parse_change(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change | None:
     """The typed entry, or ``None`` (logged) for an entry not in the agreed format."""
-    revision = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    kind = fields.get(b"kind", b"").decode(errors="replace")
-    op = fields.get(b"op", b"").decode(errors="replace")
-    key = fields.get(b"key", b"").decode("utf-8", errors="surrogateescape")
+    revision = redis_text(entry_id)
+    kind = display_text(fields.get(b"kind", b""))
+    op = display_text(fields.get(b"op", b""))
+    key = redis_text(fields.get(b"key", b""))
     if (
         kind not in ALL_KINDS
         or op not in ALL_OPS
@@ -111,7 +112,7 @@ def parse_change(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change
         op=op,
         key=key,
         value=fields.get(b"value", b""),
-        node=fields.get(b"node", b"").decode(errors="replace"),
+        node=display_text(fields.get(b"node", b"")),
     )
 
 
@@ -149,7 +150,7 @@ class ChangeLog:
             if isinstance(result, Exception):
                 raise result
         entries = {
-            kind: {_text_key(k): v for k, v in values.items()}
+            kind: {redis_text(k): v for k, v in values.items()}
             for kind, values in zip(wanted, hashes, strict=True)
         }
         return Snapshot(revision=_last_id(info), entries=entries)
@@ -173,19 +174,11 @@ class ChangeLog:
         position = after
         for _stream, entries in read or ():
             for entry_id, fields in entries:
-                position = _id_text(entry_id)
+                position = redis_text(entry_id)
                 change = parse_change(entry_id, fields)
                 if change is not None:
                     changes.append(change)
         return changes, position
-
-
-def _text_key(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="surrogateescape")
-
-
-def _id_text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _no_log(info: Any) -> bool:
@@ -206,7 +199,7 @@ def _last_id(info: Any) -> str:
         return START
     if isinstance(info, Exception):
         raise info
-    return _id_text(_info(info, "last-generated-id"))
+    return redis_text(_info(info, "last-generated-id"))
 
 
 def _check_reaches(info: Any, after: str) -> None:
@@ -218,7 +211,7 @@ def _check_reaches(info: Any, after: str) -> None:
         return
     if isinstance(info, Exception):
         raise info
-    if parse_revision(_id_text(_info(info, "last-generated-id"))) < position:
+    if parse_revision(redis_text(_info(info, "last-generated-id"))) < position:
         raise LogGap(f"revision {after} is newer than the change log (was it reset?)")
     length = int(_info(info, "length", 0))
     if after == START:
@@ -227,9 +220,9 @@ def _check_reaches(info: Any, after: str) -> None:
             raise LogGap("the change log no longer holds its first entries")
         return
     first = _info(info, "first-entry")
-    if length and first and parse_revision(_id_text(first[0])) > position:
+    if length and first and parse_revision(redis_text(first[0])) > position:
         raise LogGap(f"changes after revision {after} were trimmed from the change log")
-    if not length and parse_revision(_id_text(_info(info, "last-generated-id"))) > position:
+    if not length and parse_revision(redis_text(_info(info, "last-generated-id"))) > position:
         raise LogGap(f"changes after revision {after} were removed from the change log")
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
+from cti.backoff import Backoff
 from cti.config import EslNode, EventSettings
 from event_service import metrics, reconcile
 from event_service.control_jobs import JobQueue
@@ -50,22 +51,14 @@ class NodeMoved(Exception):
     """The node is no longer in this replica's share (``event_service.placement``)."""
 
 
+RECONNECT_FIRST_SECONDS, RECONNECT_LIMIT_SECONDS = 0.2, 10.0
+"""Waits between attempts to reach FreeSWITCH or Redis again (doubling up to the limit)."""
+
+
 def _stamp(headers: Mapping[str, str]) -> float:
     """FreeSWITCH's ``Event-Date-Timestamp`` (µs since the epoch) in seconds; 0 if none."""
     text = headers.get("Event-Date-Timestamp", "")
     return int(text) / 1e6 if text.isdigit() else 0.0
-
-
-class Backoff:
-    def __init__(self, first: float = 0.2, limit: float = 10.0) -> None:
-        self.first, self.limit, self.current = first, limit, first
-
-    def next(self) -> float:
-        delay, self.current = self.current, min(self.current * 2, self.limit)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.first
 
 
 class NodeWorker(threading.Thread):
@@ -120,7 +113,7 @@ class NodeWorker(threading.Thread):
     # -- lifecycle ------------------------------------------------------------------------
 
     def run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(RECONNECT_FIRST_SECONDS, RECONNECT_LIMIT_SECONDS)
         while not self.stop_event.is_set():
             try:
                 if self._keeper is not None and not self.assigned(self.address):

@@ -28,7 +28,8 @@ from pathlib import Path
 import grpc
 import redis
 
-from cti.config import Settings, load_settings, split_address
+from cti.addresses import split_address
+from cti.config import Settings, load_settings
 from cti.v1 import events_pb2, events_pb2_grpc
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.support import REPO, xml_curl_fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from cti.config import parse_settings
-from directory_service.grpc_api import create_grpc_server
+from directory_service.app import create_grpc_server
 from tests.client.support import CLIENT, CLIENT_V1, CONSTRAINTS, PROTOS, generated
 from tests.events.grpc_support import TOKEN, registration, running_api
 from tests.support import REPO, free_port

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cti.config import ConfigError, load_settings
+from cti.config import ConfigError, Settings, load_settings, parse_settings
+from cti.config_env import ENV_OVERRIDES
 from tests.support import REPO, SEED_DIR
 
 
@@ -154,3 +155,40 @@ def test_an_empty_api_token_is_refused(tmp_path: Path, service: str) -> None:
     text = f'{{"{service}": {{"grpc": {{"listen": "0.0.0.0:50051", "tokens": ["a", ""]}}}}}}'
     with pytest.raises(ConfigError, match=rf"{service}\.grpc\.tokens"):
         load_settings(write(tmp_path, text), env={})
+
+
+def test_an_empty_file_gives_exactly_the_declared_defaults() -> None:
+    """Each default is declared once (:mod:`cti.settings`): reading nothing yields the
+    dataclasses' own defaults, field for field."""
+    assert parse_settings("{}", "empty.json") == Settings("empty.json")
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "key", "file_value"),
+    [
+        ("CTI_HTTP_ALLOW", "10.0.0.0/33", "directory.http.allow", '{"http": {"allow": ["%s"]}}'),
+        ("CTI_HTTP_LISTEN", "nowhere", "directory.http.listen", '{"http": {"listen": "%s"}}'),
+    ],
+)
+def test_an_environment_override_goes_through_its_file_keys_check(
+    tmp_path: Path, var: str, value: str, key: str, file_value: str
+) -> None:
+    """The same problem text, named by the variable instead of the file, line and key."""
+    with pytest.raises(ConfigError) as from_env:
+        load_settings(None, {var: value}, "directory")
+    path = write(tmp_path, '{"directory": ' + file_value % value + "}")
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(path, env={})
+    problem = str(from_file.value).partition(f"{key}: ")[2]
+    assert problem
+    assert str(from_env.value) == f"environment {var}: {problem}"
+
+
+def test_every_environment_variable_is_documented() -> None:
+    documented = "".join(
+        (REPO / "docs" / name).read_text()
+        for name in ("configuration.md", "events.md", "deployment.md")
+    )
+    variables = [override.var for override in ENV_OVERRIDES]
+    variables += ["CTI_API_TOKEN", "CTI_API_TOKENS", "CTI_ESL_NODES", "CTI_ESL_PASSWORD"]
+    assert [v for v in variables if v not in documented] == []

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
+from cti.directory_entry import DirectoryEntry, ExtensionFormatError, parse_entry
 from tests.support import SEED_DIR
 
 

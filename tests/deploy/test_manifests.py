@@ -14,9 +14,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from cti.config import ServiceName, load_settings, parse_settings, split_address
+from cti.addresses import split_address
+from cti.config import ServiceName, load_settings, parse_settings
 from cti.redis_client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from directory_service import http as directory_http
+from directory_service.lookup import http as directory_http
 from event_service import status_http
 from tests.deploy.manifests import (
     K8S,

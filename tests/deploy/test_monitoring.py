@@ -20,8 +20,8 @@ import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
 import event_service.metrics  # noqa: F401 (registers the event service's metrics)
-from directory_service.cache import DirectoryCache
-from directory_service.metrics import DirectoryMetrics
+from directory_service.lookup.cache import DirectoryCache
+from directory_service.lookup.metrics import DirectoryMetrics
 from tests.deploy.manifests import K8S, render
 from tests.support import REPO
 

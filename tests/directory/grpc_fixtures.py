@@ -14,9 +14,9 @@ import redis
 from cti import redis_keys
 from cti.config import parse_settings
 from cti.v1 import directory_pb2_grpc
-from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.grpc_api import create_grpc_server
-from directory_service.request import DirectoryRequest
+from directory_service.app import create_grpc_server
+from directory_service.lookup.directory import DomainData, DomainView, SharedData
+from directory_service.lookup.request import DirectoryRequest
 from tests.support import free_port
 
 TOKEN = "test-token-1"
@@ -90,7 +90,7 @@ def expect_error(
 ) -> grpc.RpcError:
     """Run ``call()``; it must fail with ``code`` (and ErrorInfo ``reason``, and a
     BadRequest violation naming ``field``)."""
-    from cti.grpc_server import error_info
+    from cti.api_errors import error_info
 
     with pytest.raises(grpc.RpcError) as caught:
         call()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from cti.config import HttpSettings
-from directory_service.http import AccessPolicy, client_ip
+from directory_service.lookup.http import AccessPolicy, client_ip
 
 
 def test_client_address_forms() -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from cti import redis_keys
-from directory_service import render
-from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.model import ExtensionFormatError, parse_entry
-from directory_service.request import DirectoryRequest
+from cti.directory_entry import ExtensionFormatError, parse_entry
+from directory_service.lookup import render
+from directory_service.lookup.directory import DomainData, DomainView, SharedData
+from directory_service.lookup.request import DirectoryRequest
 from directory_service.unusable import UnusableEntryLog
 from tests.directory.service import is_not_found, name_values, parse_user
 

@@ -12,8 +12,8 @@ import redis
 import redis.asyncio
 
 from cti import redis_keys
-from directory_service.cache import DirectoryCache
-from directory_service.request import DirectoryRequest
+from directory_service.lookup.cache import DirectoryCache
+from directory_service.lookup.request import DirectoryRequest
 from tests.directory.service import name_values, parse_user
 
 DOMAIN = "cache.example"
@@ -59,7 +59,7 @@ async def until_loading(cache: DirectoryCache) -> None:
     round trip, which on a busy machine outlasts any fixed number of loop turns)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if DOMAIN in cache._loading:
+        if DOMAIN in cache._loads:
             return
         await asyncio.sleep(0)  # one loop turn: the load takes at least one round trip
     raise AssertionError("the domain load never started")
@@ -134,7 +134,7 @@ def test_refresh_racing_a_template_rerender_is_not_lost(redis_url: str) -> None:
         cache.invalidate_shared()  # a template changed: the next lookup re-renders
         other = asyncio.create_task(cache.answer(lookup("1001")))
         for _ in range(1000):
-            if cache._shared_loading is not None:
+            if "shared" in cache._shared_loads:
                 break
             await asyncio.sleep(0)
         store(redis_url, "1000", "new")

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from cti.changes import DirectoryChange
-from directory_service import render
-from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.invalidation import Canary, NotificationRouter, merged_notify_flags
-from directory_service.request import DirectoryRequest
+from directory_service.lookup import render
+from directory_service.lookup.directory import DomainData, DomainView, SharedData
+from directory_service.lookup.notifications import Canary, NotificationRouter, merged_notify_flags
+from directory_service.lookup.request import DirectoryRequest
 from tests.directory.service import is_not_found, name_values, parse_user
 
 DEFAULTS = {"dial-string": "{x}"}

@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2
 
 from cti import redis_keys
 from cti.v1 import directory_pb2 as pb
-from directory_service.passwords import a1_hash
+from directory_service.api.passwords import a1_hash
 from tests.directory.grpc_fixtures import Api, api_a1_fixture, api_fixture, expect_error
 from tests.support import SEED_DIR
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import grpc
 
-from cti.grpc_server import error_info
+from cti.api_errors import error_info
 from cti.v1 import directory_pb2 as pb
 from tests.directory.grpc_fixtures import READER_TOKEN, TENANT_TOKEN, Api, api_fixture
 

@@ -16,13 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cti import redis_keys
+from cti.api_errors import ApiError
 from cti.config import ConfigError, parse_settings
-from cti.grpc_server import ApiError
+from cti.directory_entry import DirectoryEntry
 from cti.v1 import directory_pb2 as pb
 from cti.v1 import directory_pb2_grpc
-from directory_service.grpc_api import SERVICE_NAME, create_grpc_server
-from directory_service.model import DirectoryEntry
-from directory_service.store import DirectoryStore
+from directory_service.api.servicer import SERVICE_NAME
+from directory_service.api.store import DirectoryStore
+from directory_service.app import create_grpc_server
 from tests.directory.grpc_fixtures import Api, api_fixture, expect_error
 
 __all__ = ["api_fixture"]  # the pytest fixture "api"
@@ -279,8 +280,9 @@ def test_bracket_encloses_the_keyspace_notification(api: Api) -> None:
 def test_error_mapping_of_any_service(redis_url: str) -> None:
     """The shared plumbing, as another service uses it: ApiError -> its code with
     ErrorInfo/BadRequest; anything else -> INTERNAL without the exception's text."""
+    from cti.api_errors import error_info, invalid_argument
     from cti.config import GrpcSettings
-    from cti.grpc_server import build_server, error_info, invalid_argument
+    from cti.grpc_server import build_server
 
     def refuse(request: bytes, context: Any) -> bytes:
         raise invalid_argument("thing.size", "must be positive")

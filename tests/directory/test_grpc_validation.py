@@ -8,12 +8,12 @@ import grpc
 import pytest
 
 from cti import redis_keys
+from cti.api_errors import ApiError
 from cti.changes import DirectoryChange
-from cti.grpc_server import ApiError
-from directory_service import messages, validation
-from directory_service.model import DirectoryEntry
-from directory_service.passwords import a1_hash, generate_password, secret_params
-from directory_service.write_plan import ExtensionWrite, extension_brackets, settings_bracket
+from cti.directory_entry import DirectoryEntry
+from directory_service.api import messages, validation
+from directory_service.api.passwords import a1_hash, generate_password, secret_params
+from directory_service.api.write_plan import ExtensionWrite, extension_brackets, settings_bracket
 
 
 def violation(call: object) -> str:

@@ -1,4 +1,4 @@
-"""Writes by hand as precise changes on the directory side (``directory_service.hand_writes``):
+"""Writes by hand as precise changes on the directory side (``lookup.hand_writes``):
 while the event service's directory watch is alive a domain written by hand keeps its
 cached view and re-reads only the extensions the watch names; without the watch, or
 without its answer in time, the domain is dropped as before."""
@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from cti import redis_keys
-from directory_service.hand_writes import HandWrites
-from directory_service.invalidation import NotificationRouter
+from directory_service.lookup.hand_writes import HandWrites
+from directory_service.lookup.notifications import NotificationRouter
 from event_service.directory_watch import DirectoryWatch
 from tests.directory.service import Service, name_values, parse_user, running_service
 from tests.events.helpers import until

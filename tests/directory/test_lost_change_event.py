@@ -8,7 +8,7 @@ import json
 import redis
 
 from cti import redis_keys
-from directory_service.invalidation import NotificationRouter
+from directory_service.lookup.notifications import NotificationRouter
 from tests.directory.service import name_values, parse_user, running_service, until
 from tests.directory.test_domain_view import Recorder
 

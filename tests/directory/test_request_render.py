@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from directory_service import render
-from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.model import DirectoryEntry, ExtensionFormatError, freeswitch_value
-from directory_service.request import INVALID, parse_request
+from cti.directory_entry import DirectoryEntry, ExtensionFormatError, freeswitch_value
+from directory_service.lookup import render
+from directory_service.lookup.directory import DomainData, DomainView, SharedData
+from directory_service.lookup.request import INVALID, parse_request
 from tests.directory.service import name_values, parse_user
 from tests.support import decode_form, xml_curl_fixture, xml_curl_fixtures
 

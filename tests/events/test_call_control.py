@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from cti import redis_keys
+from cti.api_errors import error_info
 from cti.config import EslNode, GrpcSettings, Settings, TokenScope, parse_settings
-from cti.grpc_server import error_info
 from cti.v1 import call_control_pb2 as pb
 from cti.v1 import call_control_pb2_grpc, events_pb2, events_pb2_grpc
 from event_service.grpc_api import create_grpc_server

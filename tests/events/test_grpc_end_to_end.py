@@ -9,8 +9,8 @@ from dataclasses import replace
 import grpc
 import pytest
 
+from cti.api_errors import error_info
 from cti.config import EslNode
-from cti.grpc_server import error_info
 from cti.v1 import events_pb2, events_pb2_grpc
 from event_service.app import EventService
 from tests.eslserver import FakeFreeSwitch, call_events, fixture_frames, stamped

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cti.grpc_server import error_info
+from cti.api_errors import error_info
 from cti.v1 import events_pb2
 from tests.events.grpc_support import (
     AUTH,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cti.grpc_server import ApiError
+from cti.api_errors import ApiError
 from cti.v1 import events_pb2
 from event_service.state_views import (
     StateFilter,

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from cti import redis_keys
-from cti.grpc_server import error_info
+from cti.api_errors import error_info
 from cti.v1 import events_pb2
 from event_service import grpc_api
 from event_service.grpc_api import create_grpc_server

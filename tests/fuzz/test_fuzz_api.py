@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from cti import redis_keys
 from cti.v1 import directory_pb2 as pb
-from directory_service.passwords import SECRET_PARAMS
-from directory_service.validation import EXTENSION_ID
+from directory_service.api.passwords import SECRET_PARAMS
+from directory_service.api.validation import EXTENSION_ID
 from tests.directory.grpc_fixtures import Api, served, start_api
 from tests.directory.service import is_not_found, name_values, parse_user
 from tests.fuzz.strategies import CASES, NAMES, TEXT

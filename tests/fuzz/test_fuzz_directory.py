@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from hypothesis import given
 from hypothesis import strategies as st
 
-from directory_service.directory import DomainData, DomainView, SharedData
-from directory_service.request import DirectoryRequest, parse_request
+from directory_service.lookup.directory import DomainData, DomainView, SharedData
+from directory_service.lookup.request import DirectoryRequest, parse_request
 from tests.fuzz.strategies import CASES, STORED_IDS, stored_documents, xml_curl_bodies
 
 DOMAIN = "127.0.0.1"  # the captured bodies' domain

@@ -15,8 +15,8 @@ import redis
 from cti import redis_keys
 from cti.changes import DirectoryChange
 from cti.redis_client import connect
-from directory_service.notify_nodes import ClusterPrimaries
-from directory_service.write_plan import Bracket
+from directory_service.api.write_plan import Bracket
+from directory_service.lookup.notify_nodes import ClusterPrimaries
 from tests.directory.service import Service, name_values, parse_user, until
 from tests.redis_ha.services import directory_service
 from tests.redis_ha.topology import Cluster, client, poll, redis_cluster

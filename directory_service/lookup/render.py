@@ -3,7 +3,7 @@
 Every value goes through :func:`xml.sax.saxutils.quoteattr`, so a password holding
 ``<&"'>``, newlines or non-ASCII text reaches FreeSWITCH exactly as stored. What XML cannot
 carry at all (control characters, unpaired surrogates, attribute names that are not XML
-names) raises :class:`~directory_service.model.ExtensionFormatError` instead of producing a
+names) raises :class:`~cti.directory_entry.ExtensionFormatError` instead of producing a
 document FreeSWITCH would misparse.
 """
 
@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from xml.sax.saxutils import quoteattr
 
+from cti.directory_entry import DirectoryEntry, ExtensionFormatError, parse_entry
 from cti.text import excerpt
-from directory_service.model import DirectoryEntry, ExtensionFormatError, parse_entry
 
 NOT_FOUND = (
     b'<document type="freeswitch/xml"><section name="result">'

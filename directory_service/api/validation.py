@@ -3,7 +3,7 @@
 Each failure is an INVALID_ARGUMENT :class:`~cti.grpc_server.ApiError` naming the field
 (``extension.params.auth-acl``), so an operator knows what to fix. Nothing here touches
 Redis: conflicts (ALREADY_EXISTS) and missing templates (FAILED_PRECONDITION) are decided
-by :mod:`directory_service.store`, which sees the stored state.
+by :mod:`directory_service.api.store`, which sees the stored state.
 
 ``user-agent-filter`` is compiled with Python's :mod:`re`. FreeSWITCH uses PCRE; the two
 agree on the syntax operators write in practice (classes, groups, alternation, anchors,
@@ -17,11 +17,11 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
+from cti.directory_entry import DirectoryEntry
 from cti.text import excerpt
-from directory_service import render
-from directory_service.errors import invalid_argument
-from directory_service.model import DirectoryEntry
-from directory_service.passwords import A1_HASH, PASSWORD, SECRET_PARAMS
+from directory_service.api.errors import invalid_argument
+from directory_service.api.passwords import A1_HASH, PASSWORD, SECRET_PARAMS
+from directory_service.lookup import render
 
 EXTENSION_ID = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 STORED_ID = re.compile(r"[^/\s\x00-\x1f\x7f]{1,256}")

@@ -22,15 +22,16 @@ from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 from granian.rsgi import Scope
 
 from cti.config import HttpSettings
-from directory_service import render
-from directory_service.metrics import DirectoryMetrics
-from directory_service.request import DirectoryRequest, parse_request
+from directory_service.lookup import render
+from directory_service.lookup.metrics import DirectoryMetrics
+from directory_service.lookup.request import DirectoryRequest, parse_request
 
 log = logging.getLogger(__name__)
 
 
 class Answerer(Protocol):
-    """What the edge needs from the cache (:class:`~directory_service.cache.DirectoryCache`)."""
+    """What the edge needs from the cache
+    (:class:`~directory_service.lookup.cache.DirectoryCache`)."""
 
     def cached_answer(self, request: DirectoryRequest) -> bytes | None: ...
     async def answer(self, request: DirectoryRequest) -> bytes: ...

@@ -1,7 +1,7 @@
 """What one directory write sends to Redis, computed from the state read under WATCH.
 
 Pure: given the old and new entries (and the derived indexes as read), produce the Redis
-commands and the change events. :mod:`directory_service.store` reads, calls these, and
+commands and the change events. :mod:`directory_service.api.store` reads, calls these, and
 sends the result inside one MULTI/EXEC, bracketed as every API write must be::
 
     MULTI
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from cti import redis_keys
 from cti.changes import ChangeKind, ChangeOp, DirectoryChange
-from directory_service.model import DirectoryEntry
+from cti.directory_entry import DirectoryEntry
 
 Command = tuple[str, ...]
 

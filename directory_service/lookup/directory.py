@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cti import redis_keys
+from cti.directory_entry import DirectoryEntry, ExtensionFormatError
 from cti.text import excerpt
-from directory_service import render
-from directory_service.model import DirectoryEntry, ExtensionFormatError
-from directory_service.request import DirectoryRequest
+from directory_service.lookup import render
+from directory_service.lookup.request import DirectoryRequest
 
 GROUP_VARIABLE = "callgroup"
 """The user variable naming the groups (comma-separated) an extension belongs to, as in
@@ -29,7 +29,7 @@ CIDR_ATTRIBUTE = render.CIDR_ATTRIBUTE
 
 ErrorSink = Callable[[str, str, str], None]
 """``(redis key, hash field, problem)``: how a view reports a broken stored document. The
-problem text never contains a stored value (see :mod:`directory_service.model`)."""
+problem text never contains a stored value (see :mod:`cti.directory_entry`)."""
 
 
 def _ignore_errors(key: str, field: str, problem: str) -> None:

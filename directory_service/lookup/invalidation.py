@@ -1,7 +1,7 @@
 """Redis tells every replica what changed; this turns its messages into cache actions.
 
 One subscriber connection per notifying server (the server, the Sentinel master, or each
-Redis Cluster primary: :mod:`directory_service.notify_nodes`) receives, in that server's
+Redis Cluster primary: :mod:`directory_service.lookup.notify_nodes`) receives, in that server's
 own order:
 
 - keyspace notifications ``__keyspace@<db>__:<key>`` for every ``cti_*`` key it holds,
@@ -18,7 +18,8 @@ order; the other nodes get the two publishes over the cluster bus with none of i
 notifications, so there the bracket explains nothing and changes nothing. Each
 connection therefore has its own :class:`NotificationRouter`.
 
-:class:`NotificationRouter` is that rule, pure; :class:`InvalidationListener` holds the
+:class:`~directory_service.lookup.notifications.NotificationRouter` is that rule, pure
+(:mod:`directory_service.lookup.notifications`); :class:`InvalidationListener` holds the
 connections: it turns keyspace notifications on (``CONFIG SET``, merged with what is set),
 subscribes, and flushes the cache whenever it is not sure to see every change (any
 connection lost, or the cluster's primaries changed).
@@ -30,7 +31,8 @@ dropping. So each node's listener writes a canary key every :data:`CANARY_INTERV
 seconds and must hear its notification: a node is live only once it has, and a canary
 unheard for :data:`CANARY_DEADLINE` seconds darkens the cache (one WARNING), restores the
 flags where ``CONFIG`` is allowed, and resubscribes if that was not the cause. The cache
-is live again once every node hears its canary. (:class:`Canary` is that rule, pure.)
+is live again once every node hears its canary. (That rule is
+:class:`~directory_service.lookup.notifications.Canary`, pure.)
 """
 
 from __future__ import annotations
@@ -38,170 +40,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
 from typing import Any, Protocol
 
 import redis.asyncio
 import redis.exceptions
 
-from cti import redis_keys
-from cti.changes import DirectoryChange
-from directory_service.hand_writes import HandWrites
-from directory_service.notify_nodes import NotifyNodes
+from cti.backoff import Backoff
+from cti.text import redis_text
+from directory_service.lookup.hand_writes import HandWrites
+from directory_service.lookup.notifications import (
+    CANARY_DEADLINE,
+    CANARY_INTERVAL,
+    REQUIRED_NOTIFY_FLAGS,
+    CacheActions,
+    Canary,
+    NotificationRouter,
+    merged_notify_flags,
+)
+from directory_service.lookup.notify_nodes import NotifyNodes
 
 log = logging.getLogger(__name__)
 
-CANARY_INTERVAL = 0.5
-CANARY_DEADLINE = 2.0
 CANARY_PREFIX = "cti:directory:canary:"
 """Not ``cti_*``: the router never sees the canary, and nothing else reads it."""
 CANARY_TTL_MS = 10_000
-REQUIRED_NOTIFY_FLAGS = "Kghxe"
-"""K: keyspace channel; h: hash commands; g: DEL/RENAME/EXPIRE...; x: expiries; e: evictions."""
-_ALL_ALIAS = "g$lshzxet"  # what "A" stands for (a subset is enough here)
-
-
-class CacheActions(Protocol):
-    def invalidate_domain(self, domain: str) -> None: ...
-    def invalidate_shared(self) -> None: ...
-    def refresh_extension(self, domain: str, user_id: str) -> None: ...
-
-
-def merged_notify_flags(current: str) -> str | None:
-    """``notify-keyspace-events`` with our flags added, or ``None`` if nothing is missing."""
-    have = set(current)
-    if "A" in have:
-        have |= set(_ALL_ALIAS)
-    missing = [flag for flag in REQUIRED_NOTIFY_FLAGS if flag not in have]
-    return current + "".join(missing) if missing else None
-
-
-class NotificationRouter:
-    """Pure: fed the subscriber's messages in order, calls the cache actions they imply."""
-
-    def __init__(
-        self, actions: CacheActions, db: int = 0, hand_writes: HandWrites | None = None
-    ) -> None:
-        self.actions = actions
-        self.hand_writes = hand_writes
-        """Writes by hand named precisely by the event service (``hand_writes``)."""
-        self.keyspace_prefix = f"__keyspace@{db}__:"
-        self._bracket: list[str] | None = None  # keys touched since a write-begin
-
-    @property
-    def patterns(self) -> tuple[str, ...]:
-        return (self.keyspace_prefix + "cti_*",)
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        channels: tuple[str, ...] = (
-            redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL,
-            redis_keys.DIRECTORY_CHANGES_CHANNEL,
-        )
-        if self.hand_writes is not None:
-            channels += (redis_keys.DIRECTORY_HAND_WRITES_CHANNEL,)
-        return channels
-
-    def handle(self, channel: str, data: bytes | str) -> None:
-        if channel.startswith(self.keyspace_prefix):
-            key = channel[len(self.keyspace_prefix) :]
-            if self._bracket is not None:
-                self._bracket.append(key)
-            else:
-                self._unexplained(key)
-        elif channel == redis_keys.DIRECTORY_WRITE_BEGIN_CHANNEL:
-            self._close_unexplained()
-            self._bracket = []
-        elif channel == redis_keys.DIRECTORY_CHANGES_CHANNEL:
-            self._change(data)
-        elif channel == redis_keys.DIRECTORY_HAND_WRITES_CHANNEL and self.hand_writes:
-            self.hand_writes.handle(data)
-
-    def _change(self, data: bytes | str) -> None:
-        touched, self._bracket = self._bracket, None
-        if touched is None:
-            return  # no begin seen: its notifications were already handled one by one
-        try:
-            change = DirectoryChange.from_json(data)
-        except ValueError:
-            log.warning("unreadable directory change event; treating its keys as unknown")
-            change = None
-        precise_key = (
-            redis_keys.extensions(change.domain)
-            if change is not None and change.kind == "extension" and change.extension
-            else None
-        )
-        for key in dict.fromkeys(touched):
-            if key == precise_key and change is not None:
-                self.actions.refresh_extension(change.domain, change.extension)
-            else:
-                self._unexplained(key)
-
-    @property
-    def bracket_open(self) -> bool:
-        """A write-begin was seen and its change event not yet."""
-        return self._bracket is not None
-
-    def abandon_bracket(self) -> None:
-        """The open bracket's change event is not coming (see the listener): its keys
-        are unknown writes."""
-        self._close_unexplained()
-
-    def _close_unexplained(self) -> None:
-        """A begin without its change event: its keys are unknown."""
-        touched, self._bracket = self._bracket, None
-        for key in touched or ():
-            self._unexplained(key)
-
-    def _unexplained(self, key: str) -> None:
-        domain = redis_keys.domain_of_extensions_key(key)
-        if domain is not None:
-            if self.hand_writes is None or not self.hand_writes.hold(domain):
-                self.actions.invalidate_domain(domain)
-        elif key in (redis_keys.TEMPLATES, redis_keys.DOMAINS):
-            self.actions.invalidate_shared()
-
-
-class Canary:
-    """Pure: when to write the canary, and whether its notifications still arrive.
-
-    ``wrote(now)`` after each write, ``heard()`` on each notification of it; ``overdue``
-    once a write has gone unheard for ``deadline`` seconds (any notification heard after
-    a write shows delivery works until then)."""
-
-    def __init__(self, interval: float = CANARY_INTERVAL, deadline: float = CANARY_DEADLINE):
-        self.interval = interval
-        self.deadline = deadline
-        self.unheard_since: float | None = None  # the first write not followed by a notice
-        self.last_write: float | None = None
-        self.heard_since_start = False
-
-    def due(self, now: float) -> bool:
-        return self.last_write is None or now - self.last_write >= self.interval
-
-    def wrote(self, now: float) -> None:
-        self.last_write = now
-        if self.unheard_since is None:
-            self.unheard_since = now
-
-    def heard(self) -> None:
-        self.unheard_since = None
-        self.heard_since_start = True
-
-    def overdue(self, now: float) -> bool:
-        return self.unheard_since is not None and now - self.unheard_since > self.deadline
-
-    def restart_wait(self, now: float) -> None:
-        """Give the canary another full deadline (after trying to restore the flags)."""
-        self.unheard_since = now
-
-    def wait(self, now: float, idle: float) -> float:
-        """How long the listener may block on its connection before it must act."""
-        until_write = (
-            self.interval if self.last_write is None else (self.last_write + self.interval - now)
-        )
-        return max(0.0, min(idle, until_write))
 
 
 class SubscriberStalled(Exception):
@@ -256,7 +120,7 @@ class InvalidationListener:
         self._config_refused_warned = False
 
     async def run(self) -> None:
-        delay = self.RETRY_MIN
+        backoff = Backoff(self.RETRY_MIN, self.RETRY_MAX)
         while True:
             try:
                 await self._subscribe_all()
@@ -268,7 +132,7 @@ class InvalidationListener:
             except TopologyChanged:
                 log.info("Redis Cluster primaries changed; resubscribing, not caching until then")
                 self.cache.go_dark()
-                delay = self.RETRY_MIN
+                backoff.reset()
                 continue
             except SubscriberStalled:
                 self.cache.go_dark()  # warned when the canary went unheard
@@ -286,8 +150,7 @@ class InvalidationListener:
                 self.cache.go_dark()
                 self.cache.enabled = False
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.RETRY_MAX)
+            await asyncio.sleep(backoff.next())
 
     async def _subscribe_all(self) -> None:
         """Subscribe to every node and listen until one fails, goes silent or the
@@ -337,7 +200,7 @@ class InvalidationListener:
         Redis refuses CONFIG (managed Redis: then only the canary can tell)."""
         try:
             current = await client.config_get("notify-keyspace-events")
-            flags = _text(current.get("notify-keyspace-events", ""))
+            flags = redis_text(current.get("notify-keyspace-events", ""))
             merged = merged_notify_flags(flags)
             if merged is None:
                 return False
@@ -389,6 +252,31 @@ class InvalidationListener:
             return
         raise SubscriberStalled
 
+    async def _send_canary(
+        self, client: redis.asyncio.Redis, canary: Canary, key: str, sequence: int, now: float
+    ) -> bool:
+        """Write the canary; False if this node refuses it (then trust the subscription:
+        there is nothing to wait for)."""
+        written = await self._write_canary(client, key, sequence)
+        canary.wrote(now)
+        if not written:
+            canary.heard()
+        return written
+
+    def _time_bracket(
+        self, router: NotificationRouter, opened_at: float | None, now: float
+    ) -> float | None:
+        """When the router's open bracket was first noticed; a bracket open longer than
+        :attr:`BRACKET_MAX_SECONDS` is abandoned (its change event was lost)."""
+        if not router.bracket_open:
+            return None
+        if opened_at is None:
+            return now
+        if now - opened_at > self.BRACKET_MAX_SECONDS:
+            router.abandon_bracket()
+            return None
+        return opened_at
+
     async def _listen(
         self,
         client: redis.asyncio.Redis,
@@ -402,61 +290,79 @@ class InvalidationListener:
         redis-py re-subscribes on its own), ``on_dark`` when it must not be trusted."""
         loop = asyncio.get_running_loop()
         pubsub = client.pubsub()
-        canary_channel = router.keyspace_prefix + canary_key
+        node = _Subscription(router, router.keyspace_prefix + canary_key, on_live, on_dark)
         canary = Canary(self.canary_interval, self.canary_deadline)
         canary_writes = True
         sequence = 0
         try:
             await pubsub.psubscribe(*router.patterns)
-            await pubsub.subscribe(*router.channels, canary_channel)
-            pending = len(router.patterns) + len(router.channels) + 1
-            live = False
+            await pubsub.subscribe(*router.channels, node.canary_channel)
             opened_at: float | None = None  # when the router's open bracket was noticed
             while True:
                 now = loop.time()
                 if canary_writes and canary.due(now):
                     sequence += 1
-                    canary_writes = await self._write_canary(client, canary_key, sequence)
-                    canary.wrote(now)
-                    if not canary_writes:
-                        canary.heard()  # nothing to wait for: trust the subscription
+                    canary_writes = await self._send_canary(
+                        client, canary, canary_key, sequence, now
+                    )
                 idle = self.BRACKET_MAX_SECONDS if router.bracket_open else self.IDLE_PING_SECONDS
                 wait = canary.wait(loop.time(), idle) if canary_writes else idle
                 message = await pubsub.get_message(timeout=wait)
-                if message is None:
-                    if wait >= idle:  # (while the canary is written, it detects that too)
-                        await pubsub.ping()  # a dead connection raises here
-                else:
-                    kind = message["type"]
-                    if kind in ("subscribe", "psubscribe"):
-                        pending -= 1
-                        if pending < 0 and live:  # redis-py re-subscribed: a gap
-                            live = False
-                            on_dark()
-                            canary.heard_since_start = False
-                    elif kind == "message" and _text(message["channel"]) == canary_channel:
-                        canary.heard()
-                    elif kind in ("message", "pmessage"):
-                        router.handle(_text(message["channel"]), message["data"])
+                if message is not None:
+                    node.received(message, canary)
+                elif wait >= idle:  # (while the canary is written, it detects that too)
+                    await pubsub.ping()  # a dead connection raises here
                 now = loop.time()
-                if not live and pending <= 0 and canary.heard_since_start:
-                    live = True
-                    on_live()
+                if node.pending <= 0 and canary.heard_since_start:
+                    node.go_live()
                 if canary_writes and canary.overdue(now):
-                    if live:
-                        live = False
-                        on_dark()
+                    node.go_dark()
                     canary.heard_since_start = False
                     await self._silent(client, canary, now)
-                if not router.bracket_open:
-                    opened_at = None
-                elif opened_at is None:
-                    opened_at = now
-                elif now - opened_at > self.BRACKET_MAX_SECONDS:
-                    router.abandon_bracket()
-                    opened_at = None
+                opened_at = self._time_bracket(router, opened_at, now)
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class _Subscription:
+    """One node's subscription state: confirmations still awaited, and whether it is
+    live (``on_live``/``on_dark`` are called on each change)."""
+
+    def __init__(
+        self,
+        router: NotificationRouter,
+        canary_channel: str,
+        on_live: Callable[[], None],
+        on_dark: Callable[[], None],
+    ) -> None:
+        self.router = router
+        self.canary_channel = canary_channel
+        self.pending = len(router.patterns) + len(router.channels) + 1
+        self.live = False
+        self._on_live, self._on_dark = on_live, on_dark
+
+    def go_live(self) -> None:
+        if not self.live:
+            self.live = True
+            self._on_live()
+
+    def go_dark(self) -> None:
+        if self.live:
+            self.live = False
+            self._on_dark()
+
+    def received(self, message: Mapping[str, Any], canary: Canary) -> None:
+        """A subscription confirmation, the canary, or a notification for the router."""
+        kind = message["type"]
+        if kind in ("subscribe", "psubscribe"):
+            self.pending -= 1
+            if self.pending < 0 and self.live:  # redis-py re-subscribed: a gap
+                self.go_dark()
+                canary.heard_since_start = False
+        elif kind == "message" and redis_text(message["channel"]) == self.canary_channel:
+            canary.heard()
+        elif kind in ("message", "pmessage"):
+            self.router.handle(redis_text(message["channel"]), message["data"])
 
 
 async def _until_first_failure(coroutines: list[Coroutine[Any, Any, None]]) -> None:
@@ -472,7 +378,3 @@ async def _until_first_failure(coroutines: list[Coroutine[Any, Any, None]]) -> N
     first = next(iter(done))
     first.result()  # raises its exception
     raise RuntimeError("a subscription ended without an error")
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)

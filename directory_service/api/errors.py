@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import grpc
 
-from cti.grpc_server import ApiError, invalid_argument
+from cti.api_errors import ApiError, deadline_exceeded, invalid_argument, too_much_contention
 
 __all__ = [
     "ApiError",
@@ -54,20 +54,5 @@ def stored_value_invalid(name: str, problem: str) -> ApiError:
         grpc.StatusCode.FAILED_PRECONDITION,
         "STORED_VALUE_INVALID",
         f"{name}: the value stored in Redis is not valid ({problem}); fix or delete it",
-        metadata={"name": name},
-    )
-
-
-def deadline_exceeded(name: str) -> ApiError:
-    return ApiError(
-        grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", f"{name}: deadline exceeded"
-    )
-
-
-def too_much_contention(name: str) -> ApiError:
-    return ApiError(
-        grpc.StatusCode.ABORTED,
-        "CONCURRENT_WRITES",
-        f"{name}: too many concurrent writes, retry",
         metadata={"name": name},
     )

@@ -8,23 +8,20 @@ from typing import Any
 import redis.asyncio
 
 from cti import redis_keys
-from directory_service.directory import DomainData, SharedData
-from directory_service.model import ExtensionFormatError, parse_entry
+from cti.directory_entry import ExtensionFormatError, parse_entry
+from cti.text import redis_text
+from directory_service.lookup.directory import DomainData, SharedData
 
 Client = redis.asyncio.Redis
 
 
 def _text_keys(raw: dict[Any, Any]) -> dict[str, bytes]:
-    return {_text(k): v for k, v in raw.items()}
+    return {redis_text(k): v for k, v in raw.items()}
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:
     """Our clients never decode responses; this keeps the types honest."""
     return value.encode() if isinstance(value, str) else value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
 async def load_domain(client: Client, domain: str) -> DomainData:

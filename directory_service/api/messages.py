@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from cti.directory_entry import DirectoryEntry
 from cti.text import excerpt
 from cti.v1 import directory_pb2
-from directory_service.errors import ApiError, invalid_argument
-from directory_service.model import DirectoryEntry
-from directory_service.passwords import SECRET_PARAMS
-from directory_service.store import StoredDomain, StoredExtension, StoredTemplate
-from directory_service.validation import domain_name, parse_template_name, template_name
+from directory_service.api.errors import ApiError, invalid_argument
+from directory_service.api.passwords import SECRET_PARAMS
+from directory_service.api.stored import StoredDomain, StoredExtension, StoredTemplate
+from directory_service.api.validation import domain_name, parse_template_name, template_name
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

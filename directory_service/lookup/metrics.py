@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from directory_service.cache import DirectoryCache
+from directory_service.lookup.cache import DirectoryCache
 
 RESULTS = ("found", "not_found", "unavailable", "refused")
 

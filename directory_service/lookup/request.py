@@ -9,7 +9,7 @@ FreeSWITCH then refuses the lookup, it never gets a wrong user.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote_plus
 
@@ -61,23 +61,26 @@ class DirectoryRequest:
     group: str = ""
     ip: str = ""
 
-    @property
-    def domain_name(self) -> str:
-        """The domain FreeSWITCH searches: ``key_value`` of a ``domain/name`` lookup (what
-        ``switch_xml_locate_domain`` sends), else the ``domain`` header."""
-        if self.tag_name == "domain" and self.key_name == "name" and self.key_value:
-            return self.key_value
-        return self.domain
+    domain_name: str = field(default="", init=False, repr=False, compare=False)
+    """The domain FreeSWITCH searches: ``key_value`` of a ``domain/name`` lookup (what
+    ``switch_xml_locate_domain`` sends), else the ``domain`` header."""
+    kind: RequestKind = field(default="invalid", init=False, repr=False, compare=False)
+    """What is asked, classified once when the request is made."""
 
-    @property
-    def kind(self) -> RequestKind:
+    def __post_init__(self) -> None:
+        by_name = self.tag_name == "domain" and self.key_name == "name" and self.key_value
+        domain_name = self.key_value if by_name else self.domain
+        object.__setattr__(self, "domain_name", domain_name)
+        object.__setattr__(self, "kind", self._classify(domain_name))
+
+    def _classify(self, domain_name: str) -> RequestKind:
         if self.section != "directory":
             return "invalid"
         if self.purpose == "gateways":
             return "gateways"
         if self.purpose == "network-list":
-            return "network-list" if self.domain_name else "invalid"
-        if not self.domain_name:
+            return "network-list" if domain_name else "invalid"
+        if not domain_name:
             return "invalid"
         if self.action == "group_call" or (self.group and not self.user):
             return "group" if self.group else "invalid"

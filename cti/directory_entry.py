@@ -1,5 +1,5 @@
-"""Extension, template and domain configs as stored in Redis (the seed's JSON), parsed into
-plain string maps. Pure: no I/O.
+"""Extension, template and domain configs as stored in Redis (the seed's JSON, shared by the
+directory service and ctictl), parsed into plain string maps. Pure: no I/O.
 
 Stored form (``cti_exten@<domain>`` field value)::
 

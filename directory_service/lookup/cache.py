@@ -1,6 +1,6 @@
 """Domain views kept between lookups, and the rules that keep them equal to Redis.
 
-Redis drives every invalidation (see :mod:`directory_service.invalidation`); this module
+Redis drives every invalidation (see :mod:`directory_service.lookup.invalidation`); this module
 only decides what an invalidation means for the state it holds:
 
 - a generation counter per domain (and one for the shared templates/domain settings) is
@@ -21,16 +21,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 import redis.exceptions
 
-from directory_service import reader, render
-from directory_service.directory import DomainData, DomainView, ErrorSink, SharedData
-from directory_service.request import DirectoryRequest
+from directory_service.lookup import reader, render
+from directory_service.lookup.directory import DomainData, DomainView, ErrorSink, SharedData
+from directory_service.lookup.request import DirectoryRequest
+from directory_service.lookup.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
+_SHARED = "shared"
+"""The one key of the shared data's loads (templates and domain settings)."""
 _NEVER_STORED = frozenset(("invalid", "gateways"))
 MAX_VIEWS = 10000
 """Cached domains beyond this are not kept when they do not exist (no extension, no
@@ -62,8 +63,8 @@ class DirectoryCache:
         self._shared: SharedData | None = None
         self._generation: defaultdict[str, int] = defaultdict(int)  # see invalidate_domain
         self._shared_generation = 0
-        self._loading: dict[str, asyncio.Task[DomainView]] = {}
-        self._shared_loading: asyncio.Task[SharedData] | None = None
+        self._loads: SingleFlight[str, DomainView] = SingleFlight()
+        self._shared_loads: SingleFlight[str, SharedData] = SingleFlight()
         self._refetching: dict[str, set[asyncio.Task[None]]] = {}
         self._patch_sequence: dict[str, dict[str, int]] = {}
 
@@ -139,15 +140,14 @@ class DirectoryCache:
                 view = view.with_shared(shared)
                 self._views[domain] = view
             return view
-        task = self._loading.get(domain)
-        if task is None:
-            # The generation is taken now, not when the task first runs: an invalidation
-            # in between must disqualify this load.
-            generation = (self._generation.get(domain, 0), self._shared_generation)
-            task = asyncio.create_task(self._load(domain, shared, generation))
-            self._loading[domain] = task
-            task.add_done_callback(lambda done: _forget(self._loading, domain, done))
-        return await asyncio.shield(task)
+        # The generation is taken when the load starts, not when it first runs: an
+        # invalidation in between must disqualify it.
+        return await self._loads.run(
+            domain,
+            lambda: self._load(
+                domain, shared, (self._generation.get(domain, 0), self._shared_generation)
+            ),
+        )
 
     async def _load(
         self, domain: str, shared: SharedData, generation: tuple[int, int]
@@ -163,12 +163,9 @@ class DirectoryCache:
     async def _shared_data(self) -> SharedData:
         if self._shared is not None:
             return self._shared
-        task = self._shared_loading
-        if task is None:
-            task = asyncio.create_task(self._load_shared(self._shared_generation))
-            self._shared_loading = task
-            task.add_done_callback(self._shared_loaded)
-        return await asyncio.shield(task)
+        return await self._shared_loads.run(
+            _SHARED, lambda: self._load_shared(self._shared_generation)
+        )
 
     async def _load_shared(self, generation: int) -> SharedData:
         shared = await reader.load_shared(self.client)
@@ -176,32 +173,28 @@ class DirectoryCache:
             self._shared = shared
         return shared
 
-    def _shared_loaded(self, task: asyncio.Task[SharedData]) -> None:
-        if self._shared_loading is task:
-            self._shared_loading = None
-
     # -- invalidation (called by the subscriber, in Redis's order) -------------------
 
     def invalidate_domain(self, domain: str) -> None:
         """Something changed in ``domain`` that we cannot name: reload it when asked."""
-        if domain in self._views or domain in self._loading or domain in self._refetching:
+        if domain in self._views or domain in self._loads or domain in self._refetching:
             # Only domains we hold or fetch get a counter: writes elsewhere cost no memory.
             self._generation[domain] += 1
         self._views.pop(domain, None)
-        self._loading.pop(domain, None)
+        self._loads.forget(domain)
 
     def invalidate_shared(self) -> None:
         """Templates or domain settings changed: reload them; keep raw extensions."""
         self._shared_generation += 1
         self._shared = None
-        self._shared_loading = None
+        self._shared_loads.forget(_SHARED)
 
     def refresh_extension(self, domain: str, user_id: str) -> None:
         """An API write changed exactly one extension: re-read only it.
 
         Several patches of one domain may be in flight at once (a writer at 100/s); each
         extension's latest patch wins, as it was started after every earlier write."""
-        if domain not in self._views or domain in self._loading:
+        if domain not in self._views or domain in self._loads:
             self.invalidate_domain(domain)  # nothing to patch: reload when asked
             return
         sequences = self._patch_sequence.setdefault(domain, {})
@@ -253,11 +246,5 @@ class DirectoryCache:
     def flush(self) -> None:
         for domain in list(self._views):
             self.invalidate_domain(domain)
-        self._loading.clear()
+        self._loads.clear()
         self.invalidate_shared()
-
-
-def _forget(tasks: dict[str, asyncio.Task[_T]], key: str, task: asyncio.Task[_T]) -> None:
-    """Done-callback: unregister ``task`` unless a newer one took its place."""
-    if tasks.get(key) is task:
-        del tasks[key]

@@ -1,8 +1,8 @@
-"""The directory gRPC API: ``cti.v1.DirectoryService`` over :mod:`directory_service.store`.
+"""The directory gRPC API: ``cti.v1.DirectoryService`` over :mod:`directory_service.api.store`.
 
 Servicer methods are thin: parse and validate the request (:mod:`~directory_service.
-validation`, :mod:`~directory_service.messages`), call the store, convert back. Errors are
-:class:`cti.grpc_server.ApiError`s, mapped to status codes by the shared interceptor.
+validation`, :mod:`~directory_service.api.messages`), call the store, convert back. Errors are
+:class:`cti.api_errors.ApiError`s, mapped to status codes by the shared interceptor.
 Writes stop retrying when the call's deadline has passed.
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from cti import redis_client
-from cti.config import Settings, TokenScope
-from cti.grpc_server import ApiError, TokenTable, build_server, caller_scope, check_domain
+from cti.api_errors import ApiError
+from cti.config import TokenScope
+from cti.directory_entry import DirectoryEntry
+from cti.grpc_server import TokenTable, caller_scope, check_domain
 from cti.v1 import directory_pb2, directory_pb2_grpc
-from directory_service import messages, validation
-from directory_service.errors import invalid_argument
-from directory_service.model import DirectoryEntry
-from directory_service.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
-from directory_service.store import DirectoryStore
+from directory_service.api import messages, validation
+from directory_service.api.errors import invalid_argument
+from directory_service.api.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
+from directory_service.api.store import DirectoryStore
 
 SERVICE_NAME = "cti.v1.DirectoryService"
 ERROR_DOMAIN = "directory.cti"
@@ -72,13 +72,15 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     # -----------------------------------------------------------------------------------
     # Extensions
 
-    def GetExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+    def GetExtension(
+        self, request: directory_pb2.GetExtensionRequest, context: Context
+    ) -> directory_pb2.Extension:
         domain, extension_id = validation.parse_extension_name(request.name, "name")
         self._allow(context, domain)
         return messages.extension_message(self.store.get_extension(domain, extension_id))
 
     def ListExtensions(
-        self, request: Any, context: Context
+        self, request: directory_pb2.ListExtensionsRequest, context: Context
     ) -> directory_pb2.ListExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent", allow_all=True)
         scope = self._allow(context, domain)
@@ -108,7 +110,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         )
 
     def _new_extension(
-        self, domain: str, extension_id: str, message: Any, field: str
+        self, domain: str, extension_id: str, message: directory_pb2.Extension, field: str
     ) -> tuple[DirectoryEntry, str]:
         """A validated entry ready to store, and the password to return (generated)."""
         entry = messages.entry_from_message(message, field, with_template=True)
@@ -123,7 +125,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         secret = secret_params(extension_id, domain, password, self.store_a1_hash)
         return messages.with_secret(entry, secret), generated
 
-    def CreateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+    def CreateExtension(
+        self, request: directory_pb2.CreateExtensionRequest, context: Context
+    ) -> directory_pb2.Extension:
         domain = validation.parse_domain_name(request.parent, "parent")
         self._allow(context, domain)
         extension_id = validation.check_extension_id(request.extension_id, "extension_id")
@@ -134,47 +138,18 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         return messages.extension_message(stored, generated)
 
     def BatchCreateExtensions(
-        self, request: Any, context: Context
+        self, request: directory_pb2.BatchCreateExtensionsRequest, context: Context
     ) -> directory_pb2.BatchCreateExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent")
         self._allow(context, domain)
         has_range = request.HasField("range")
         if has_range == bool(request.requests):
             raise invalid_argument("requests", "give either requests or range (exactly one)")
-        items: list[tuple[str, DirectoryEntry, str]] = []
-        if has_range:
-            prototype = request.range.prototype
-            if prototype.password:
-                raise invalid_argument(
-                    "range.prototype.password", "passwords are generated per extension"
-                )
-            if prototype.attributes.get("number-alias"):
-                raise invalid_argument(
-                    "range.prototype.attributes.number-alias", "an alias must be unique"
-                )
-            ids = validation.range_ids(request.range.first, request.range.last, "range", MAX_BATCH)
-            base = messages.entry_from_message(prototype, "range.prototype", with_template=True)
-            validation.check_extension_input(base, "range.prototype")
-            if base.params.get(A1_HASH):
-                raise invalid_argument("range.prototype.params.a1-hash", "differs per extension")
-            for extension_id in ids:
-                password = generate_password()
-                secret = secret_params(extension_id, domain, password, self.store_a1_hash)
-                items.append((extension_id, messages.with_secret(base, secret), password))
-        else:
-            if len(request.requests) > MAX_BATCH:
-                raise invalid_argument("requests", f"at most {MAX_BATCH} extensions per call")
-            for index, item in enumerate(request.requests):
-                field = f"requests[{index}]"
-                if item.parent and item.parent != request.parent:
-                    raise invalid_argument(f"{field}.parent", "must be empty or equal to parent")
-                extension_id = validation.check_extension_id(
-                    item.extension_id, f"{field}.extension_id"
-                )
-                entry, generated = self._new_extension(
-                    domain, extension_id, item.extension, f"{field}.extension"
-                )
-                items.append((extension_id, entry, generated))
+        items = (
+            self._range_items(domain, request.range)
+            if has_range
+            else self._listed_items(domain, request)
+        )
         stored = self.store.create_extensions(
             domain, [(i, e) for i, e, _ in items], _deadline(context)
         )
@@ -185,7 +160,52 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             ]
         )
 
-    def UpdateExtension(self, request: Any, context: Context) -> directory_pb2.Extension:
+    def _range_items(
+        self, domain: str, spec: directory_pb2.ExtensionRange
+    ) -> list[tuple[str, DirectoryEntry, str]]:
+        """A range's extensions: the prototype with a generated password each."""
+        prototype = spec.prototype
+        if prototype.password:
+            raise invalid_argument(
+                "range.prototype.password", "passwords are generated per extension"
+            )
+        if prototype.attributes.get("number-alias"):
+            raise invalid_argument(
+                "range.prototype.attributes.number-alias", "an alias must be unique"
+            )
+        ids = validation.range_ids(spec.first, spec.last, "range", MAX_BATCH)
+        base = messages.entry_from_message(prototype, "range.prototype", with_template=True)
+        validation.check_extension_input(base, "range.prototype")
+        if base.params.get(A1_HASH):
+            raise invalid_argument("range.prototype.params.a1-hash", "differs per extension")
+        items = []
+        for extension_id in ids:
+            password = generate_password()
+            secret = secret_params(extension_id, domain, password, self.store_a1_hash)
+            items.append((extension_id, messages.with_secret(base, secret), password))
+        return items
+
+    def _listed_items(
+        self, domain: str, request: directory_pb2.BatchCreateExtensionsRequest
+    ) -> list[tuple[str, DirectoryEntry, str]]:
+        """The listed extensions, each validated like a CreateExtension."""
+        if len(request.requests) > MAX_BATCH:
+            raise invalid_argument("requests", f"at most {MAX_BATCH} extensions per call")
+        items = []
+        for index, item in enumerate(request.requests):
+            field = f"requests[{index}]"
+            if item.parent and item.parent != request.parent:
+                raise invalid_argument(f"{field}.parent", "must be empty or equal to parent")
+            extension_id = validation.check_extension_id(item.extension_id, f"{field}.extension_id")
+            entry, generated = self._new_extension(
+                domain, extension_id, item.extension, f"{field}.extension"
+            )
+            items.append((extension_id, entry, generated))
+        return items
+
+    def UpdateExtension(
+        self, request: directory_pb2.UpdateExtensionRequest, context: Context
+    ) -> directory_pb2.Extension:
         message = request.extension
         domain, extension_id = validation.parse_extension_name(message.name, "extension.name")
         self._allow(context, domain)
@@ -210,7 +230,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return messages.extension_message(stored)
 
-    def DeleteExtension(self, request: Any, context: Context) -> empty_pb2.Empty:
+    def DeleteExtension(
+        self, request: directory_pb2.DeleteExtensionRequest, context: Context
+    ) -> empty_pb2.Empty:
         domain, extension_id = validation.parse_extension_name(request.name, "name")
         self._allow(context, domain)
         self.store.delete_extension(domain, extension_id, request.etag, _deadline(context))
@@ -219,11 +241,15 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     # -----------------------------------------------------------------------------------
     # Templates
 
-    def GetExtensionTemplate(self, request: Any, context: Context) -> Any:
+    def GetExtensionTemplate(
+        self, request: directory_pb2.GetExtensionTemplateRequest, context: Context
+    ) -> directory_pb2.ExtensionTemplate:
         template = validation.parse_template_name(request.name, "name")
         return messages.template_message(self.store.get_template(template))
 
-    def ListExtensionTemplates(self, request: Any, context: Context) -> Any:
+    def ListExtensionTemplates(
+        self, request: directory_pb2.ListExtensionTemplatesRequest, context: Context
+    ) -> directory_pb2.ListExtensionTemplatesResponse:
         size = messages.page_size(request.page_size)
         position = messages.decode_token(request.page_token, {"list": "templates"}, 1)
         page, last = self.store.list_templates(position[0] if position else "", size)
@@ -232,7 +258,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             next_page_token=messages.encode_token({"list": "templates"}, [last]) if last else "",
         )
 
-    def CreateExtensionTemplate(self, request: Any, context: Context) -> Any:
+    def CreateExtensionTemplate(
+        self, request: directory_pb2.CreateExtensionTemplateRequest, context: Context
+    ) -> directory_pb2.ExtensionTemplate:
         self._all_domains(context, "a template")
         template = validation.check_template_id(
             request.extension_template_id, "extension_template_id"
@@ -242,7 +270,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         stored = self.store.create_template(template, entry, _deadline(context))
         return messages.template_message(stored)
 
-    def UpdateExtensionTemplate(self, request: Any, context: Context) -> Any:
+    def UpdateExtensionTemplate(
+        self, request: directory_pb2.UpdateExtensionTemplateRequest, context: Context
+    ) -> directory_pb2.ExtensionTemplate:
         self._all_domains(context, "a template")
         message = request.extension_template
         template = validation.parse_template_name(message.name, "extension_template.name")
@@ -254,7 +284,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         stored = self.store.update_template(template, change, message.etag, _deadline(context))
         return messages.template_message(stored)
 
-    def DeleteExtensionTemplate(self, request: Any, context: Context) -> empty_pb2.Empty:
+    def DeleteExtensionTemplate(
+        self, request: directory_pb2.DeleteExtensionTemplateRequest, context: Context
+    ) -> empty_pb2.Empty:
         self._all_domains(context, "a template")
         template = validation.parse_template_name(request.name, "name")
         self.store.delete_template(template, request.etag, _deadline(context))
@@ -277,12 +309,16 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     # -----------------------------------------------------------------------------------
     # Domains
 
-    def GetDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+    def GetDomain(
+        self, request: directory_pb2.GetDomainRequest, context: Context
+    ) -> directory_pb2.Domain:
         domain = validation.parse_domain_name(request.name, "name")
         self._allow(context, domain)
         return messages.domain_message(self.store.get_domain(domain))
 
-    def ListDomains(self, request: Any, context: Context) -> directory_pb2.ListDomainsResponse:
+    def ListDomains(
+        self, request: directory_pb2.ListDomainsRequest, context: Context
+    ) -> directory_pb2.ListDomainsResponse:
         size = messages.page_size(request.page_size)
         position = messages.decode_token(request.page_token, {"list": "domains"}, 1)
         page, last = self.store.list_domains(position[0] if position else "", size)
@@ -292,14 +328,18 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             next_page_token=messages.encode_token({"list": "domains"}, [last]) if last else "",
         )
 
-    def CreateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+    def CreateDomain(
+        self, request: directory_pb2.CreateDomainRequest, context: Context
+    ) -> directory_pb2.Domain:
         domain = validation.check_domain(request.domain_id, "domain_id")
         self._allow(context, domain)
         entry = messages.entry_from_message(request.domain, "domain")
         validation.check_domain_settings(entry, "domain")
         return messages.domain_message(self.store.create_domain(domain, entry, _deadline(context)))
 
-    def UpdateDomain(self, request: Any, context: Context) -> directory_pb2.Domain:
+    def UpdateDomain(
+        self, request: directory_pb2.UpdateDomainRequest, context: Context
+    ) -> directory_pb2.Domain:
         message = request.domain
         domain = validation.parse_domain_name(message.name, "domain.name")
         self._allow(context, domain)
@@ -309,35 +349,10 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         stored = self.store.update_domain(domain, change, message.etag, _deadline(context))
         return messages.domain_message(stored)
 
-    def DeleteDomain(self, request: Any, context: Context) -> empty_pb2.Empty:
+    def DeleteDomain(
+        self, request: directory_pb2.DeleteDomainRequest, context: Context
+    ) -> empty_pb2.Empty:
         domain = validation.parse_domain_name(request.name, "name")
         self._allow(context, domain)
         self.store.delete_domain(domain, request.etag, _deadline(context))
         return empty_pb2.Empty()
-
-
-def create_grpc_server(settings: Settings, **options: Any) -> grpc.Server:
-    """The directory gRPC server, bound to ``settings.directory.grpc.listen``, not started.
-    ``server.stop(grace)`` reports NOT_SERVING, then drains (see :mod:`cti.grpc_server`).
-    Options go to :func:`cti.grpc_server.build_server` (``max_workers``, ``options``)."""
-    store = DirectoryStore(redis_client.connect(settings.redis_url))
-    grpc_settings = settings.directory.grpc
-    api = DirectoryApi(
-        store,
-        settings.directory.store_a1_hash,
-        TokenTable(grpc_settings.tokens, grpc_settings.scopes),
-    )
-    options.setdefault(
-        "options",
-        [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
-    return build_server(
-        settings.directory.grpc,
-        [SERVICE_NAME],
-        lambda server: directory_pb2_grpc.add_DirectoryServiceServicer_to_server(api, server),
-        error_domain=ERROR_DOMAIN,
-        **options,
-    )

@@ -1,0 +1,1 @@
+"""The directory gRPC API: servicer, messages, errors, store (reads and writes)."""
