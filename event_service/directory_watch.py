@@ -160,50 +160,54 @@ class HashScan:
         """What was known before (``None``: nothing, the key was never read)."""
         self.extension = extension
         self.read_id = read_id
-        self.fields: dict[str, FieldDigest] = {}
+        self.fields: dict[str, FieldDigest] = dict(known or {})
+        """What was known, updated chunk by chunk (fields never seen go at the end)."""
         self.chunks: dict[int, Chunk] = {}
         self.cursor = 0
         self.finished = False
         self._previous_chunks = chunks
+        self._seen: set[str] = set()
         self._touched: set[str] = set()
+        self._gone: set[str] = set()
         self._met_twice = False
 
     def feed(self, next_cursor: int, items: Sequence[bytes]) -> None:
         """One ``HSCAN`` reply (``items``: field, value, field, value...)."""
         digest = chunk_digest(items)
         before = self._previous_chunks.get(self.cursor)
-        known = self.known or {}
-        had = len(self.fields)
-        names: tuple[str, ...] | None = None
         if before is not None and before.digest == digest:
-            try:
-                self.fields.update(
-                    zip(before.names, map(known.__getitem__, before.names), strict=True)
-                )
-                names = before.names
-            except KeyError:  # forgotten since (never, as chunks go with their fields)
-                names = None
-        if names is None:
+            names = before.names  # their digests are what was known: nothing to do
+        else:
+            known = self.known or {}
             names = tuple(map(_text, items[0::2]))
             for name, value in zip(names, items[1::2], strict=True):
                 self.fields[name] = digest_of(
                     value, extension=self.extension, previous=known.get(name)
                 )
             self._touched.update(names)
-        if len(self.fields) != had + len(names):
+        had = len(self._seen)
+        self._seen.update(names)
+        if len(self._seen) != had + len(names):
             self._met_twice = True
         self.chunks[self.cursor] = Chunk(digest, names)
         self.cursor = next_cursor
         if next_cursor == 0:
-            self.finished = True
-            if self._met_twice:
-                self.chunks = {}
+            self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        if len(self._seen) != len(self.fields):  # some were not met: deleted
+            self._gone = self.fields.keys() - self._seen
+            for name in self._gone:
+                del self.fields[name]
+        if self._met_twice:
+            self.chunks = {}
 
     def extension_changes(self, domain: str) -> list[DirectoryChange] | None:
         """The extensions this read found changed (``None``: nothing was known before)."""
         if self.known is None:
             return None
-        candidates = sorted(self._touched | (self.known.keys() - self.fields.keys()))
+        candidates = sorted(self._touched | self._gone)
         old = {n: self.known[n] for n in candidates if n in self.known}
         new = {n: self.fields[n] for n in candidates if n in self.fields}
         return extension_changes(domain, old, new)
