@@ -14,7 +14,8 @@ does, replicas in turn). Three phases of the same length, in this run:
 
 Printed per phase: lookup p50/p99 (and the ratio to the baseline's), Redis time per write
 (``INFO commandstats``: microseconds of every command the phase ran, minus the baseline's
-rate for the lookups) and full reads (``HGETALL`` of the domain) per write. Loopback only.
+rate for the lookups) and full reads per write (``HGETALL`` of the domain by a replica, or
+one chunked ``HSCAN`` pass by the watch). Loopback only.
 
 Usage: ``python bench/bench_hand_writes.py [--extensions 100000] [--replicas 3]
 [--writes 20] [--interval 0.5]``. Takes a few minutes.
@@ -51,8 +52,9 @@ stop = threading.Event()
 watch = DirectoryWatch(sys.argv[1], "bench", 5.0, registration_hash="registrations", stop=stop)
 watch.start()
 watch.leading.wait(120)
-print("leading", flush=True)
+print("leading", watch.reads, flush=True)
 sys.stdin.read()
+print(watch.reads, flush=True)
 stop.set()
 watch.join(10)
 """
@@ -139,7 +141,13 @@ def phase(
     after = command_stats(client)
     usec = sum(after[c][1] - before.get(c, (0, 0))[1] for c in after if c != "cmdstat_info")
     full_reads = after.get("cmdstat_hgetall", (0, 0))[0] - before.get("cmdstat_hgetall", (0, 0))[0]
+    scans = [
+        after.get("cmdstat_hscan", (0, 0))[i] - before.get("cmdstat_hscan", (0, 0))[i]
+        for i in (0, 1)
+    ]
     return {
+        "hscan_calls": scans[0],
+        "hscan_usec": scans[1],
         "p50": percentile(lookups.samples, 0.5),
         "p99": percentile(lookups.samples, 0.99),
         "lookups": len(lookups.samples),
@@ -182,11 +190,14 @@ def main() -> None:
             stdout=subprocess.PIPE,
         )
         try:
-            assert watch.stdout is not None and watch.stdout.readline().strip() == b"leading"
+            assert watch.stdout is not None
+            leading, loaded = watch.stdout.readline().split()
+            assert leading == b"leading"
             time.sleep(2)  # replicas hear it announce itself
             with_watch = phase(client, replicas, args.extensions, args.writes, args.interval, "w")
         finally:
-            watch.communicate(b"", timeout=30)
+            reads = int(watch.communicate(b"", timeout=30)[0].split()[-1]) - int(loaded)
+        with_watch["full_reads"] += reads  # the watch's chunked HSCAN passes
         print(
             f"baseline (no writes): lookup p50 {base['p50'] * 1e3:.2f} ms, "
             f"p99 {base['p99'] * 1e3:.2f} ms ({base['lookups']:.0f} lookups)"
@@ -199,6 +210,13 @@ def main() -> None:
                 f" Redis {redis_ms:.1f} ms per hand write, "
                 f"{result['full_reads'] / args.writes:.2f} full reads per write "
                 f"({args.replicas} replicas); {result['errors']:.0f} lookups failed"
+            )
+        if with_watch["hscan_calls"]:
+            print(
+                f"the watch: {reads} chunked reads for {args.writes} hand writes, "
+                f"{with_watch['hscan_calls']:.0f} HSCAN calls of "
+                f"{with_watch['hscan_usec'] / with_watch['hscan_calls'] / 1e3:.2f} ms each "
+                "(the longest the watch keeps Redis from other clients)"
             )
         client.close()
 

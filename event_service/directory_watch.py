@@ -6,8 +6,12 @@ keeps a digest of every field of the directory hashes. It follows the same strea
 directory replicas do (keyspace notifications plus the API's write brackets, read by the
 directory's own :class:`~directory_service.lookup.notifications.NotificationRouter`), so it tells
 API writes (already published and flushed) from writes by hand. Hand-written keys are
-collected for :data:`WINDOW_SECONDS` (a burst is one read per key), re-read, diffed against
-the digests, and published:
+collected for :data:`WINDOW_SECONDS` (a burst is one read per key; while writes keep coming,
+reads of a big hash are spaced by their own duration, never later than
+:data:`MAX_WAIT_SECONDS` after the first write), re-read in chunks (``HSCAN``, see
+:class:`HashScan`: Redis is never blocked for more than one chunk, and a chunk identical
+to the last read of it costs one C-speed hash, not a digest per field), diffed against the
+digests, and published:
 
 - on ``cti:directory:changes``: one :class:`~cti.changes.DirectoryChange` per changed
   extension (old and new alias), template or domain setting, so every replica's
@@ -15,9 +19,11 @@ the digests, and published:
   FreeSWITCH nodes. More than :data:`PRECISE_MAX` extensions of a domain at once (an
   import) is one ``domain`` change instead: one whole-cache flush, not thousands;
 - on ``cti:directory:hand-writes`` (for the directory replicas,
-  :mod:`directory_service.lookup.hand_writes`): ``read`` inside the same MULTI/EXEC as the
-  re-read (notifications before it are covered by it), ``done`` with the extensions to
-  re-read (or ``whole``), and ``alive`` every second.
+  :mod:`directory_service.lookup.hand_writes`): ``read`` just before the first chunk of the
+  re-read, on the same connection (every notification before it is covered by the read:
+  see docs/scale-out.md for why a chunked read still covers it), ``reading`` every second
+  while that read goes on, ``done`` with the extensions to re-read (or ``whole``), and
+  ``alive`` every second.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
-from collections.abc import Mapping
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -42,6 +51,17 @@ log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 0.2
 """How long hand-written keys are collected before one re-read per key."""
+MAX_WAIT_SECONDS = 1.0
+"""A write by hand waits at most this long for its re-read to begin."""
+SPACING = 1.0
+"""While writes keep coming, a re-read begins no sooner than this many times the last
+one's duration after it ended (at most :data:`MAX_WAIT_SECONDS` after the write): a big
+hash written without pause costs Redis and this process at most about half their time."""
+SCAN_COUNT = 500
+"""Fields per ``HSCAN`` chunk: about 250 KB and 1 ms of Redis for the directory's typical
+500-byte extensions, the longest other clients wait for the watch."""
+COVER_SECONDS = 5.0
+"""Our own ``read`` marker not heard back by then: stop counting on it (see ``_mark``)."""
 PRECISE_MAX = 200
 """More changed extensions than this in one domain at once: one domain change."""
 ALIVE_SECONDS = 1.0
@@ -85,9 +105,121 @@ def digests(
     known = previous or {}
     result = {}
     for name, value in raw.items():
-        field = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+        field = _text(name)
         result[field] = digest_of(value, extension=extension, previous=known.get(field))
     return result
+
+
+def read_due(
+    now: float, first_write: float, last_read_end: float, last_read_seconds: float
+) -> bool:
+    """Pure: whether writes by hand pending since ``first_write`` are to be read now."""
+    waited = now - first_write
+    if waited >= MAX_WAIT_SECONDS:
+        return True
+    return waited >= WINDOW_SECONDS and now >= last_read_end + SPACING * last_read_seconds
+
+
+def chunk_digest(items: Sequence[bytes]) -> bytes:
+    """Pure, at C speed: the same for two ``HSCAN`` chunks exactly when their fields and
+    values are the same, in the same order (every length goes in, so no two different
+    chunks run together into the same bytes)."""
+    digest = hashlib.sha1(array("Q", map(len, items)).tobytes(), usedforsecurity=False)
+    digest.update(b"".join(items))
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What the last read found at one ``HSCAN`` cursor."""
+
+    digest: bytes
+    names: tuple[str, ...]
+
+
+class HashScan:
+    """Pure: one re-read of a hash, fed its ``HSCAN`` replies in order.
+
+    A chunk identical to the one the last read found at the same cursor (the hash table
+    unchanged there: the usual case, one field of 100,000 written) keeps its fields'
+    digests as they were; only the fields of a chunk that differs are digested one by
+    one, and only they (plus the fields not seen at all: deleted) are diffed. A read that
+    met a field twice (Redis was rehashing) keeps no chunks for the next one."""
+
+    def __init__(
+        self,
+        key: str,
+        known: Mapping[str, FieldDigest] | None,
+        chunks: Mapping[int, Chunk],
+        *,
+        extension: bool,
+        read_id: int = 0,
+    ) -> None:
+        self.key = key
+        self.known = known
+        """What was known before (``None``: nothing, the key was never read)."""
+        self.extension = extension
+        self.read_id = read_id
+        self.fields: dict[str, FieldDigest] = dict(known or {})
+        """What was known, updated chunk by chunk (fields never seen go at the end)."""
+        self.chunks: dict[int, Chunk] = {}
+        self.cursor = 0
+        self.finished = False
+        self._previous_chunks = chunks
+        self._seen: set[str] = set()
+        self._touched: set[str] = set()
+        self._gone: set[str] = set()
+        self._met_twice = False
+
+    def feed(self, next_cursor: int, items: Sequence[bytes]) -> None:
+        """One ``HSCAN`` reply (``items``: field, value, field, value...)."""
+        digest = chunk_digest(items)
+        before = self._previous_chunks.get(self.cursor)
+        if before is not None and before.digest == digest:
+            names = before.names  # their digests are what was known: nothing to do
+        else:
+            known = self.known or {}
+            names = tuple(map(_text, items[0::2]))
+            for name, value in zip(names, items[1::2], strict=True):
+                self.fields[name] = digest_of(
+                    value, extension=self.extension, previous=known.get(name)
+                )
+            self._touched.update(names)
+        had = len(self._seen)
+        self._seen.update(names)
+        if len(self._seen) != had + len(names):
+            self._met_twice = True
+        self.chunks[self.cursor] = Chunk(digest, names)
+        self.cursor = next_cursor
+        if next_cursor == 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        if len(self._seen) != len(self.fields):  # some were not met: deleted
+            self._gone = self.fields.keys() - self._seen
+            for name in self._gone:
+                del self.fields[name]
+        if self._met_twice:
+            self.chunks = {}
+
+    def extension_changes(self, domain: str) -> list[DirectoryChange] | None:
+        """The extensions this read found changed (``None``: nothing was known before)."""
+        if self.known is None:
+            return None
+        candidates = sorted(self._touched | self._gone)
+        old = {n: self.known[n] for n in candidates if n in self.known}
+        new = {n: self.fields[n] for n in candidates if n in self.fields}
+        return extension_changes(domain, old, new)
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    """``HSCAN``'s reply as Redis sent it (redis-py would build a dict of it)."""
+    return response
 
 
 def extension_changes(
@@ -142,6 +274,9 @@ class DirectoryWatch(threading.Thread):
         self.stop_event = stop
         self.leading = threading.Event()
         self.fields: dict[str, dict[str, FieldDigest]] = {}
+        self.reads = 0
+        """Full re-reads done (the initial ones included)."""
+        self._chunks: dict[str, dict[int, Chunk]] = {}
         self._dirty: set[str] = set()
         self._silent: set[str] = set()
         """Keys an API write changed beyond what its change event names (a template, a
@@ -149,7 +284,18 @@ class DirectoryWatch(threading.Thread):
         self._api_closing = False
         self._api: dict[str, set[str]] = {}
         self._dirty_since = 0.0
-        self._read_id = 0
+        self._read_id = random.randrange(1 << 40)
+        """Read ids go on from a random start: a new leader's never match an old one's."""
+        self._queue: list[tuple[str, bool]] = []
+        """The keys of the batch being read: (key, publish its changes)."""
+        self._batch_api: dict[str, set[str]] = {}
+        self._batch_started = 0.0
+        self._scan: HashScan | None = None
+        self._scan_publishes = False
+        self._covered: dict[str, tuple[int, float]] = {}
+        """key -> (id, when published) of our own ``read`` marker not yet heard back."""
+        self._last_read_end = 0.0
+        self._last_read_seconds = 0.0
 
     # -- the cache actions the notification router calls ---------------------------------
 
@@ -165,6 +311,12 @@ class DirectoryWatch(threading.Thread):
         self._api.setdefault(redis_keys.extensions(domain), set()).add(user_id)
 
     def _mark(self, key: str) -> None:
+        """A write of ``key``. If our own ``read`` marker for it was published but is not
+        yet heard back, this notification comes before the marker in our stream: the
+        write came before the read's first chunk, which (being under way or done) covers
+        it. Otherwise the key is read again."""
+        if key in self._covered:
+            return
         if not self._dirty and not self._silent:
             self._dirty_since = time.monotonic()
         (self._silent if self._api_closing else self._dirty).add(key)
@@ -205,12 +357,13 @@ class DirectoryWatch(threading.Thread):
         merged = merged_notify_flags(flags)
         if merged is not None:
             client.config_set("notify-keyspace-events", merged)
+        client.set_response_callback("HSCAN", _raw_reply)
         router = NotificationRouter(self, db)
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         try:
             pubsub.psubscribe(*router.patterns)
-            pubsub.subscribe(*router.channels)
-            self._load(client)
+            pubsub.subscribe(*router.channels, redis_keys.DIRECTORY_HAND_WRITES_CHANNEL)
+            self._load(client, lease)
             self.leading.set()
             renew_at = alive_at = 0.0
             while not self.stop_event.is_set():
@@ -221,48 +374,127 @@ class DirectoryWatch(threading.Thread):
                         return
                     renew_at = now + lease.renew_interval
                 if now >= alive_at:
-                    client.publish(redis_keys.DIRECTORY_HAND_WRITES_CHANNEL, '{"type":"alive"}')
+                    self._announce(client)
                     alive_at = now + ALIVE_SECONDS
-                message = pubsub.get_message(timeout=0.05)
-                if message is not None and message["type"] in ("message", "pmessage"):
-                    self._route(router, message["channel"], message["data"])
-                if router.bracket_open:
+                reading = self._scan is not None or bool(self._queue)
+                self._drain(pubsub, router, wait=0.0 if reading else 0.05)
+                if self._covered:
+                    self._uncover_stale(time.monotonic())
+                if reading:
+                    self._advance(client)  # one chunk, then the messages again
+                elif router.bracket_open:
                     continue  # its change event is in the same EXEC: next message
-                pending = self._dirty or self._silent
-                if pending and time.monotonic() - self._dirty_since >= WINDOW_SECONDS:
-                    self._publish(client)
+                elif self._due(time.monotonic()):
+                    self._begin_batch()
                 elif self._api:
                     self._follow_api(client)
         finally:
             pubsub.close()
 
+    def _drain(self, pubsub: Any, router: NotificationRouter, *, wait: float) -> None:
+        """Every message already there (the first waited for up to ``wait`` seconds)."""
+        for _ in range(1000):
+            message = pubsub.get_message(timeout=wait)
+            if message is None:
+                return
+            wait = 0.0
+            if message["type"] in ("message", "pmessage"):
+                self._route(router, message["channel"], message["data"])
+
     def _route(self, router: NotificationRouter, channel: bytes | str, data: bytes) -> None:
         """What the router invalidates while it closes an API write's bracket is that
         write's doing (already published): re-digested, not published again."""
-        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        name = _text(channel)
+        if name == redis_keys.DIRECTORY_HAND_WRITES_CHANNEL:
+            self._heard_own(data)
+            return
         self._api_closing = name == redis_keys.DIRECTORY_CHANGES_CHANNEL and router.bracket_open
         try:
             router.handle(name, data)
         finally:
             self._api_closing = False
 
+    def _heard_own(self, data: bytes) -> None:
+        """Our ``read`` marker came back: notifications after it are not covered."""
+        try:
+            message = json.loads(data)
+            if message.get("type") != "read":
+                return
+            key = redis_keys.extensions(str(message["domain"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        covered = self._covered.get(key)
+        if covered is not None and covered[0] == message.get("id"):
+            del self._covered[key]
+
+    def _uncover_stale(self, now: float) -> None:
+        """A marker not heard back in time (never seen: Redis drops a subscriber it
+        cannot deliver to, which ends this lead): read the key again, to be safe."""
+        for key, (_, published) in list(self._covered.items()):
+            if now - published > COVER_SECONDS:
+                del self._covered[key]
+                self._mark(key)
+
+    def _announce(self, client: redis.Redis) -> None:
+        """``alive``, and ``reading`` for the read under way (replicas wait for it)."""
+        pipe = client.pipeline(transaction=False)
+        pipe.publish(redis_keys.DIRECTORY_HAND_WRITES_CHANNEL, '{"type":"alive"}')
+        scan = self._scan
+        domain = redis_keys.domain_of_extensions_key(scan.key) if scan is not None else None
+        if scan is not None and domain is not None and self._scan_publishes:
+            reading = {"type": "reading", "domain": domain, "id": scan.read_id}
+            pipe.publish(redis_keys.DIRECTORY_HAND_WRITES_CHANNEL, json.dumps(reading))
+        pipe.execute()
+
+    def _due(self, now: float) -> bool:
+        if not (self._dirty or self._silent):
+            return False
+        return read_due(now, self._dirty_since, self._last_read_end, self._last_read_seconds)
+
     # -- reading and publishing ----------------------------------------------------------
 
-    def _load(self, client: redis.Redis) -> None:
-        """Digest everything once, on taking the lead."""
+    def _load(self, client: redis.Redis, lease: Lease) -> None:
+        """Digest everything once, on taking the lead (in chunks, like every read)."""
         self.fields = {}
-        keys = [redis_keys.TEMPLATES, redis_keys.DOMAINS]
-        keys += [
-            k.decode() if isinstance(k, bytes) else str(k)
-            for k in client.scan_iter(match=redis_keys.EXTENSIONS_PREFIX + "*", count=1000)
-        ]
-        for key in keys:
-            if client.type(key) in (b"hash", "hash"):
-                extension = key.startswith(redis_keys.EXTENSIONS_PREFIX)
-                self.fields[key] = digests(client.hgetall(key), extension=extension)
+        self._chunks = {}
         self._dirty.clear()
         self._silent.clear()
         self._api.clear()
+        self._queue = []
+        self._scan = None
+        self._covered.clear()
+        keys = [redis_keys.TEMPLATES, redis_keys.DOMAINS]
+        keys += [
+            _text(k) for k in client.scan_iter(match=redis_keys.EXTENSIONS_PREFIX + "*", count=1000)
+        ]
+        renew_at = time.monotonic() + lease.renew_interval
+        for key in keys:
+            if client.type(key) not in (b"hash", "hash"):
+                continue
+            scan = HashScan(key, None, {}, extension=key.startswith(redis_keys.EXTENSIONS_PREFIX))
+            while not scan.finished:
+                self._step(client, scan)
+            self._keep(scan)
+            if time.monotonic() >= renew_at:  # thousands of domains: keep the lease
+                if not lease.keep().held:
+                    raise redis.RedisError("directory watch: lease lost while loading")
+                renew_at = time.monotonic() + lease.renew_interval
+
+    def _step(self, client: redis.Redis, scan: HashScan) -> None:
+        """One chunk of ``scan`` (a key that is not a hash reads as empty)."""
+        try:
+            cursor, items = client.execute_command(  # type: ignore[no-untyped-call]
+                "HSCAN", scan.key, scan.cursor, "COUNT", SCAN_COUNT
+            )
+        except redis.ResponseError:
+            cursor, items = 0, []
+        scan.feed(int(cursor), items)
+
+    def _keep(self, scan: HashScan) -> None:
+        self.fields[scan.key] = scan.fields
+        self._chunks[scan.key] = scan.chunks
+        self.reads += 1
+        metrics.HAND_READS.inc()
 
     def _follow_api(self, client: redis.Redis) -> None:
         """Digest the fields API writes changed (one HMGET per key, no full read)."""
@@ -278,50 +510,89 @@ class DirectoryWatch(threading.Thread):
                     known.pop(name, None)
                 else:
                     known[name] = digest_of(value, extension=True)
+            self._forget_chunks(key, names)
 
-    def _publish(self, client: redis.Redis) -> None:
+    def _forget_chunks(self, key: str, names: set[str]) -> None:
+        """The chunks holding fields whose digest changed outside a read: the next read
+        digests them field by field (a chunk kept as it was would bring back the value
+        it had, however the field changed since)."""
+        chunks = self._chunks.get(key)
+        if not chunks:
+            return
+        if len(names) > 16:
+            del self._chunks[key]
+            return
+        for cursor in [c for c, chunk in chunks.items() if any(n in chunk.names for n in names)]:
+            del chunks[cursor]
+
+    def _begin_batch(self) -> None:
+        """Take every key written by hand so far: read one after the other."""
         dirty, self._dirty = self._dirty, set()
         silent, self._silent = self._silent - dirty, set()
         api, self._api = self._api, {}
-        for key in sorted(silent):
-            extension = key.startswith(redis_keys.EXTENSIONS_PREFIX)
-            self.fields[key] = digests(client.hgetall(key), extension=extension)
-        for key in sorted(dirty):
-            domain = redis_keys.domain_of_extensions_key(key)
-            self._read_id += 1
-            pipe = client.pipeline(transaction=True)
-            if domain is not None:
-                marker = {"type": "read", "domain": domain, "id": self._read_id}
-                pipe.publish(redis_keys.DIRECTORY_HAND_WRITES_CHANNEL, json.dumps(marker))
-            pipe.hgetall(key)
-            raw = pipe.execute()[-1]
-            old = self.fields.get(key)
-            new = digests(raw, extension=domain is not None, previous=old)
-            self.fields[key] = new
-            if domain is None:
-                self._send(client, shared_changes(key, old or {}, new)[:1] or [], None)
-                continue
-            changes = (
-                [
-                    c
-                    for c in extension_changes(domain, old, new)
-                    if c.extension not in api.get(key, ())
-                ]
-                if old is not None
-                else None
-            )
-            done: dict[str, object] = {"type": "done", "domain": domain, "id": self._read_id}
-            if changes is None or len(changes) > PRECISE_MAX:
-                changes = [DirectoryChange("domain", "update", domain)]
-                done["whole"] = True
-                metrics.HAND_CHANGES.labels("domain").inc()
-            else:
-                done["extensions"] = [c.extension for c in changes]
-                metrics.HAND_CHANGES.labels("extension").inc(len(changes))
-            self._send(client, changes, done)
+        self._batch_api = {k: n for k, n in api.items() if k in dirty or k in silent}
         for key, names in api.items():
-            if key not in dirty and key not in silent:
+            if key not in self._batch_api:
                 self._api.setdefault(key, set()).update(names)
+        self._queue = [(k, False) for k in sorted(silent)] + [(k, True) for k in sorted(dirty)]
+        self._batch_started = time.monotonic()
+
+    def _advance(self, client: redis.Redis) -> None:
+        """One step of the batch: begin the next key's read, or read one more chunk."""
+        scan = self._scan
+        if scan is None:
+            key, publishes = self._queue.pop(0)
+            self._begin_read(client, key, publishes)
+            return
+        self._step(client, scan)
+        if not scan.finished:
+            return
+        self._scan = None
+        self._keep(scan)
+        if self._scan_publishes:
+            self._publish(client, scan)
+        if not self._queue:
+            self._last_read_end = time.monotonic()
+            self._last_read_seconds = self._last_read_end - self._batch_started
+
+    def _begin_read(self, client: redis.Redis, key: str, publishes: bool) -> None:
+        """The ``read`` marker goes out before the first chunk, on the same connection:
+        every write notified before it is seen by every chunk."""
+        domain = redis_keys.domain_of_extensions_key(key)
+        self._read_id += 1
+        if publishes and domain is not None:
+            marker = {"type": "read", "domain": domain, "id": self._read_id}
+            client.publish(redis_keys.DIRECTORY_HAND_WRITES_CHANNEL, json.dumps(marker))
+            self._covered[key] = (self._read_id, time.monotonic())
+        self._scan = HashScan(
+            key,
+            self.fields.get(key),
+            self._chunks.get(key, {}),
+            extension=domain is not None,
+            read_id=self._read_id,
+        )
+        self._scan_publishes = publishes
+
+    def _publish(self, client: redis.Redis, scan: HashScan) -> None:
+        key = scan.key
+        domain = redis_keys.domain_of_extensions_key(key)
+        if domain is None:
+            self._send(client, shared_changes(key, scan.known or {}, scan.fields)[:1], None)
+            return
+        # API writes during the read too: published by the API already
+        by_api = self._batch_api.get(key, set()) | self._api.get(key, set())
+        changes = scan.extension_changes(domain)
+        if changes is not None:
+            changes = [c for c in changes if c.extension not in by_api]
+        done: dict[str, object] = {"type": "done", "domain": domain, "id": scan.read_id}
+        if changes is None or len(changes) > PRECISE_MAX:
+            changes = [DirectoryChange("domain", "update", domain)]
+            done["whole"] = True
+            metrics.HAND_CHANGES.labels("domain").inc()
+        else:
+            done["extensions"] = [c.extension for c in changes]
+            metrics.HAND_CHANGES.labels("extension").inc(len(changes))
+        self._send(client, changes, done)
 
     def _send(
         self,

@@ -68,6 +68,10 @@ HAND_CHANGES = Counter(
     "'domain' (too many, or unknown before: one change for the whole domain)",
     ["scope"],
 )
+HAND_READS = Counter(
+    "cti_directory_watch_reads_total",
+    "Full re-reads (chunked HSCAN passes) of a directory hash by the directory watch",
+)
 REDIS_ERRORS = Counter(
     "cti_events_redis_errors_total",
     "Redis errors: 'worker' (FreeSWITCH state writes) or 'api' (gRPC reads and Watch)",

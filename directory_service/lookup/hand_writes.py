@@ -7,14 +7,17 @@ read per replica per write). The event service's directory watch
 says on ``cti:directory:hand-writes`` which extensions changed:
 
 - ``{"type": "alive"}`` every second while it leads;
-- ``{"type": "read", "domain": D, "id": n}`` in the same MULTI/EXEC as its re-read of
-  ``cti_exten@D``: every notification of D before it in this connection's stream is
-  covered by that read;
+- ``{"type": "read", "domain": D, "id": n}`` just before its (chunked) re-read of
+  ``cti_exten@D``, on the connection that reads: every notification of D before it in this
+  connection's stream is covered by that read;
+- ``{"type": "reading", "domain": D, "id": n}`` every second while that read goes on;
 - ``{"type": "done", "domain": D, "id": n, "extensions": [...]}`` (or ``"whole": true``).
 
 :class:`HandWrites` holds the drop while the watch is alive: a domain written by hand
-waits for the ``done`` covering it and re-reads just the extensions named; when none comes
-within :attr:`HandWrites.WAIT_SECONDS` (watch gone, message lost) it is dropped as before.
+waits for the ``done`` covering it and re-reads just the extensions named; when no
+``read`` comes within :attr:`HandWrites.WAIT_SECONDS` of the write, or no ``reading`` or
+``done`` within as long of the last word on its read (watch gone, message lost), it is
+dropped as before.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class HandWrites:
         """domain -> token of its notifications not yet covered by a ``read``."""
         self._awaiting: dict[tuple[str, int], int] = {}
         """(domain, read id) -> token, until its ``done``."""
+        self._deadline: dict[int, float] = {}
+        """token -> when it is dropped unless its read is heard of again."""
 
     def hold(self, domain: str) -> bool:
         """A write by hand in ``domain``: ``True`` if the watch will name what changed
@@ -73,8 +78,12 @@ class HandWrites:
         if domain not in self._pending:
             token = next(self._tokens)
             self._pending[domain] = token
-            self.schedule(self.WAIT_SECONDS, lambda: self._expire(domain, token))
+            self._wait(domain, token)
         return True
+
+    def _wait(self, domain: str, token: int) -> None:
+        self._deadline[token] = self.clock() + self.WAIT_SECONDS
+        self.schedule(self.WAIT_SECONDS, lambda: self._expire(domain, token))
 
     def handle(self, data: bytes | str) -> None:
         try:
@@ -90,9 +99,16 @@ class HandWrites:
             token = self._pending.pop(domain, None)
             if token is not None:
                 self._awaiting[domain, _int(message.get("id"))] = token
+                self._wait(domain, token)  # a read of a big domain takes its time
+        elif kind == "reading":
+            token = self._awaiting.get((domain, _int(message.get("id"))))
+            if token is not None:
+                self._wait(domain, token)
         elif kind == "done":
             self._alive_at = self.clock()
-            self._awaiting.pop((domain, _int(message.get("id"))), None)
+            token = self._awaiting.pop((domain, _int(message.get("id"))), None)
+            if token is not None:
+                self._deadline.pop(token, None)
             if message.get("whole"):
                 self.actions.invalidate_domain(domain)
                 return
@@ -104,12 +120,17 @@ class HandWrites:
         the watch."""
         late = self._pending.get(domain) == token or token in self._awaiting.values()
         if not late:
+            self._deadline.pop(token, None)
             return
+        if self.clock() < self._deadline.get(token, 0.0) - 0.1:
+            return  # its read was heard of since: the timer set then decides
         log.warning(
             "no precise change for a write by hand in time; dropping the domain",
             extra={"domain": domain},
         )
-        self._pending.pop(domain, None)
+        self._deadline.pop(token, None)
+        if self._pending.get(domain) == token:
+            del self._pending[domain]
         for key in [k for k, t in self._awaiting.items() if t == token]:
             del self._awaiting[key]
         self.actions.invalidate_domain(domain)

@@ -104,6 +104,31 @@ def test_a_whole_answer_or_a_silent_watch_drops_the_domain() -> None:
     assert recorder.calls[-1] == ("domain", "e")
 
 
+def test_a_long_read_keeps_the_domain_while_the_watch_says_it_goes_on() -> None:
+    """A chunked read of a big domain may outlast WAIT_SECONDS: its ``read`` and each
+    ``reading`` give it as long again; silence after them drops the domain."""
+    router, recorder, timers = router_with_watch()
+    channel = redis_keys.DIRECTORY_HAND_WRITES_CHANNEL
+    router.handle(channel, message(type="alive"))
+    router.handle(KS + "cti_exten@d", b"hset")
+    timers.advance(HandWrites.WAIT_SECONDS - 0.5)
+    router.handle(channel, message(type="read", domain="d", id=3))
+    timers.advance(1.0)  # past the write's own deadline: the read was heard of since
+    router.handle(channel, message(type="reading", domain="d", id=3))
+    router.handle(channel, message(type="reading", domain="d", id=4))  # another read's
+    timers.advance(HandWrites.WAIT_SECONDS - 0.5)
+    assert recorder.calls == []
+    router.handle(channel, message(type="done", domain="d", id=3, extensions=["1000"]))
+    timers.advance(HandWrites.WAIT_SECONDS * 2)
+    assert recorder.calls == [("refresh", "d", "1000")]
+    # the same with the watch falling silent after its read began
+    router.handle(channel, message(type="alive"))
+    router.handle(KS + "cti_exten@d", b"hset")
+    router.handle(channel, message(type="read", domain="d", id=5))
+    timers.advance(HandWrites.WAIT_SECONDS + 0.1)
+    assert recorder.calls[-1] == ("domain", "d")
+
+
 @pytest.fixture
 def service(redis_server: RedisServer) -> Iterator[Service]:
     with running_service(redis_server.url) as svc:
