@@ -129,6 +129,10 @@ class ControlSettings:
     """Dialplan context of Originate/Transfer destinations when a request names none."""
     recordings_dir: str = "/var/lib/freeswitch/recordings"
     """StartRecording writes only under this directory (a path on the FreeSWITCH host)."""
+    variables: tuple[str, ...] = ()
+    """Channel variables an Originate request may set: exact names or ``prefix*``. Empty =
+    none. An allowlist: FreeSWITCH acts on many variables (``api_on_answer`` runs an API
+    command, ``execute_on_*`` an application, ``user_context`` picks the dialplan)."""
 
 
 @dataclass(frozen=True)
@@ -451,7 +455,14 @@ def _control_settings(section: _Section) -> ControlSettings:
     settings = ControlSettings(
         context=section.get("context", str, defaults.context),
         recordings_dir=section.get("recordings_dir", str, defaults.recordings_dir),
+        variables=section.strings("variables", defaults.variables),
     )
+    for index, pattern in enumerate(settings.variables):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}\*?", pattern):
+            section._fail(
+                f"{section._key('variables')}[{index}]",
+                f"{pattern!r} is not a variable name or a name prefix followed by *",
+            )
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", settings.context):
         section._fail(section._key("context"), "must be letters, digits and _ . - (1-64)")
     if not re.fullmatch(r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+", settings.recordings_dir):

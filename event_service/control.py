@@ -190,7 +190,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         to = _checked("destination", cc.destination, request.destination)
         dial_context = self._context(request.context)
         variables = {
-            _checked(f"variables[{name!r}]", cc.variable_name, name): _checked(
+            self._variable_name(f"variables[{name!r}]", name): _checked(
                 f"variables[{name!r}]", cc.text, value
             )
             for name, value in sorted(request.variables.items())
@@ -364,6 +364,12 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         if not requested:
             return self.settings.control.context
         return _checked("context", cc.context, requested)
+
+    def _variable_name(self, field: str, name: str) -> str:
+        try:
+            return cc.variable_name(name, field, self.settings.control.variables)
+        except cc.ArgumentError as exc:
+            raise invalid_argument(exc.field, exc.description) from None
 
     def _recording_path(self, requested: str, uuid: str) -> str:
         try:

@@ -154,3 +154,14 @@ def test_an_empty_api_token_is_refused(tmp_path: Path, service: str) -> None:
     text = f'{{"{service}": {{"grpc": {{"listen": "0.0.0.0:50051", "tokens": ["a", ""]}}}}}}'
     with pytest.raises(ConfigError, match=rf"{service}\.grpc\.tokens"):
         load_settings(write(tmp_path, text), env={})
+
+
+def test_control_variables_are_names_or_prefixes(tmp_path: Path) -> None:
+    text = '{"events": {"control": {"variables": ["crm_*", "agent_id"]}}}'
+    settings = load_settings(write(tmp_path, text), env={})
+    assert settings.events.control.variables == ("crm_*", "agent_id")
+    assert load_settings(write(tmp_path, "{}"), env={}).events.control.variables == ()
+    for bad in ('"*"', '"api on answer"', '"a*b"', '"x\\n"'):
+        text = f'{{"events": {{"control": {{"variables": [{bad}]}}}}}}'
+        with pytest.raises(ConfigError, match=r"events\.control\.variables\[0\]"):
+            load_settings(write(tmp_path, text), env={})

@@ -86,7 +86,7 @@ def _settings(redis_url: str, port: int, nodes: tuple[EslNode, ...]) -> Settings
         nodes=nodes,
         key_with_domain=True,
         call=replace(base.events.call, fields=SEED_FIELDS),
-        control=replace(base.events.control, recordings_dir="/var/rec"),
+        control=replace(base.events.control, recordings_dir="/var/rec", variables=("crm_*",)),
     )
     return replace(base, redis_url=redis_url, events=events)
 
@@ -286,9 +286,29 @@ INJECTIONS = [
         pb.OriginateRequest(
             extension=f"domains/{A}/extensions/1000",
             destination="1001",
-            variables={"x": "a,b}\nbgapi y"},
+            variables={"crm_x": "a,b}\nbgapi y"},
         ),
-        "variables['x']",
+        "variables['crm_x']",
+    ),
+    # Well-formed, but FreeSWITCH would run it as an API command when the leg answers:
+    # only the variables events.control.variables lists may be set.
+    (
+        "Originate",
+        pb.OriginateRequest(
+            extension=f"domains/{A}/extensions/1000",
+            destination="1001",
+            variables={"api_on_answer": "system touch /tmp/pwned"},
+        ),
+        "variables['api_on_answer']",
+    ),
+    (
+        "Originate",
+        pb.OriginateRequest(
+            extension=f"domains/{A}/extensions/1000",
+            destination="1001",
+            variables={"execute_on_answer": "transfer 9999 XML internal"},
+        ),
+        "variables['execute_on_answer']",
     ),
 ]
 
@@ -357,6 +377,17 @@ def test_originate_rings_the_extension_on_its_node_and_returns_at_once(cluster: 
         f"user/1000@{A} 1001 XML default"
     )
     assert cluster.jobs(0) == []
+
+
+def test_originate_sets_the_variables_the_server_allows(cluster: Cluster) -> None:
+    cluster.register(0, "1000", A)
+    response = cluster.stub.Originate(
+        _originate(variables={"crm_ticket": "T 42"}), metadata=auth(), timeout=10
+    )
+    assert cluster.jobs(0) == [
+        f"originate {{crm_ticket=T\\s42,origination_uuid={response.uuid},originate_timeout=30,"
+        f"cti_originate=true}}user/1000@{A} 1001 XML default"
+    ]
 
 
 def test_originate_of_an_unregistered_extension_is_not_found(cluster: Cluster) -> None:
