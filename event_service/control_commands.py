@@ -63,7 +63,9 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL}){{0,15}}")
-_DESTINATION = re.compile(r"[A-Za-z0-9+*#_.-]{1,64}")
+# Not starting with "-": uuid_transfer takes such an argument for its -bleg/-both flag and
+# reads the destination, dialplan and context one place further on.
+_DESTINATION = re.compile(r"[A-Za-z0-9+*#_.][A-Za-z0-9+*#_.-]{0,63}")
 _CONTEXT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _DIGITS = re.compile(r"[0-9A-Da-d*#wW]{1,64}")
@@ -97,7 +99,9 @@ def domain(value: str, field: str) -> str:
 
 
 def destination(value: str, field: str) -> str:
-    return _match(_DESTINATION, value, field, "must be letters, digits and + * # _ . - (1-64)")
+    return _match(
+        _DESTINATION, value, field, "must be letters, digits and + * # _ . - (1-64, not - first)"
+    )
 
 
 def context(value: str, field: str) -> str:

@@ -310,6 +310,8 @@ INJECTIONS = [
         ),
         "variables['execute_on_answer']",
     ),
+    # uuid_transfer would read "-both" as its flag and shift the other arguments.
+    ("Transfer", pb.TransferRequest(channel=CHANNEL, destination="-both"), "destination"),
 ]
 
 

@@ -255,6 +255,14 @@ def test_only_allowed_variables_may_be_set(name: str) -> None:
         cc.variable_name("agent_idx", "variables", ("agent_id",))
 
 
+@pytest.mark.parametrize("value", ["-bleg", "-both", "-1001"])
+def test_a_destination_cannot_pass_for_a_flag(value: str) -> None:
+    """uuid_transfer reads an argument starting with '-' as -bleg/-both and shifts the
+    destination, dialplan and context one place (mod_commands transfer_function)."""
+    with pytest.raises(cc.ArgumentError):
+        cc.destination(value, "destination")
+
+
 @pytest.mark.parametrize(
     "path",
     ["../etc/passwd.wav", "/etc/x.wav", "a/../../x.wav", "a//b.wav", "x.sh", "a b.wav", ".wav/x"],
