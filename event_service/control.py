@@ -188,7 +188,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         audit["extension"] = f"{user}@{domain}"
         check_domain(scope, domain)
         to = _checked("destination", cc.destination, request.destination)
-        dial_context = self._context(request.context)
+        dial_context = self._context(request.context, scope)
         variables = {
             self._variable_name(f"variables[{name!r}]", name): _checked(
                 f"variables[{name!r}]", cc.text, value
@@ -270,7 +270,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         if request.leg not in legs:
             raise invalid_argument("leg", f"unknown leg {request.leg}")
         command = cc.transfer(
-            channel.subject, to, self._context(request.context), legs[request.leg]
+            channel.subject, to, self._context(request.context, scope), legs[request.leg]
         )
         audit["destination"] = to
         return self._command(channel, command, context)
@@ -360,10 +360,23 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             )
         return link
 
-    def _context(self, requested: str) -> str:
+    def _context(self, requested: str, scope: TokenScope) -> str:
+        """The dialplan context to send a call to. It decides what the call can reach
+        (other tenants' extensions, gateways): a domain-limited token may name only the
+        default one or one named after its own domains."""
+        default = self.settings.control.context
         if not requested:
-            return self.settings.control.context
-        return _checked("context", cc.context, requested)
+            return default
+        chosen = _checked("context", cc.context, requested)
+        if scope.domains and chosen != default and chosen not in scope.domains:
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "CONTEXT_NOT_ALLOWED",
+                f"this token ({scope.name}) may use only the dialplan context {default!r} "
+                "or one named after its domains",
+                metadata={"context": chosen},
+            )
+        return chosen
 
     def _variable_name(self, field: str, name: str) -> str:
         try:

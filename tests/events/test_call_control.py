@@ -535,6 +535,51 @@ def test_a_tenant_token_acts_only_on_its_domain(cluster: Cluster) -> None:
     assert cluster.jobs(0) == [f"uuid_kill {CALL_B} NORMAL_CLEARING"]
 
 
+def test_a_tenant_token_uses_only_the_default_context_or_its_domains(cluster: Cluster) -> None:
+    """A dialplan context decides what a call may reach (another tenant's extensions,
+    gateways): a domain-limited token may name only the server's default context or one
+    named after its own domains."""
+    cluster.start_call(0, CALL_B, "1000", B)
+    cluster.register(0, "1000", B)
+    tenant_call = f"channels/{CALL_B}"
+    for call, request in (
+        (
+            cluster.stub.Originate,
+            _originate(extension=f"domains/{B}/extensions/1000", context="internal"),
+        ),
+        (cluster.stub.Originate, _originate(extension=f"domains/{B}/extensions/1000", context=A)),
+        (
+            cluster.stub.Transfer,
+            pb.TransferRequest(channel=tenant_call, destination="1002", context="internal"),
+        ),
+    ):
+        code, reason, metadata = failure(call, request, token=TENANT_B)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "CONTEXT_NOT_ALLOWED")
+        assert metadata["context"] == request.context
+    assert cluster.jobs(0) == []
+    cluster.stub.Transfer(
+        pb.TransferRequest(channel=tenant_call, destination="1002", context=B),
+        metadata=auth(TENANT_B),
+        timeout=10,
+    )
+    cluster.stub.Transfer(
+        pb.TransferRequest(channel=tenant_call, destination="1003"),
+        metadata=auth(TENANT_B),
+        timeout=10,
+    )
+    assert cluster.jobs(0) == [
+        f"uuid_transfer {CALL_B} 1002 XML {B}",
+        f"uuid_transfer {CALL_B} 1003 XML default",
+    ]
+    # A full-access token still names any context.
+    cluster.stub.Transfer(
+        pb.TransferRequest(channel=tenant_call, destination="1004", context="internal"),
+        metadata=auth(),
+        timeout=10,
+    )
+    assert cluster.jobs(0)[-1] == f"uuid_transfer {CALL_B} 1004 XML internal"
+
+
 def test_a_tenant_token_reads_only_its_domain(cluster: Cluster) -> None:
     cluster.register(0, "1000", A)
     cluster.register(0, "1000", B)
