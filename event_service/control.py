@@ -465,11 +465,15 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         job = Job(build(new_uuid), on_settled=functools.partial(_log_outcome, method, node))
         try:
             self._send(node, job, context)
-        except ApiError as exc:
-            # Nothing was dialled (or FreeSWITCH refused): a retry may dial. A job lost
-            # after sending may have dialled: its reservation stays, retries see its uuid.
-            if reservation is not None and exc.reason != LOST:
-                reservation.release()
+        except Exception:
+            # Never sent, or refused by FreeSWITCH: nothing was dialled, a retry may dial.
+            # Sent with no answer (connection lost, deadline): it may ring, so the
+            # reservation stays with its job and a retry gets this uuid instead of dialling.
+            if reservation is not None:
+                if _may_have_dialled(job):
+                    reservation.complete(job.job_uuid)
+                else:
+                    reservation.release()
             raise
         if reservation is not None:
             reservation.complete(job.job_uuid)
@@ -477,6 +481,13 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         return call_control_pb2.OriginateResponse(
             channel=CHANNEL_PREFIX + new_uuid, uuid=new_uuid, node=node, job_uuid=job.job_uuid
         )
+
+
+def _may_have_dialled(job: Job) -> bool:
+    """The job went out on the socket and FreeSWITCH did not refuse it (a ``-ERR`` reply
+    to ``bgapi`` means no job was started)."""
+    refused = bool(job.reply) and not job.reply.startswith("+OK")
+    return job.sent and not refused
 
 
 def _log_outcome(method: str, node: str, job: Job) -> None:
@@ -527,7 +538,8 @@ def _fingerprint(method: str, request: Any) -> str:
 
 class _Reservation:
     """The Redis entry of one request_id: claimed (NX) before dialling, completed with the
-    job id once accepted, released when nothing was dialled so a retry can dial."""
+    job id once sent (accepted, or sent with its outcome unknown), released when nothing
+    was dialled so a retry can dial. A claim not yet completed is in progress."""
 
     def __init__(self, client: redis.Redis, key: str, fingerprint: str) -> None:
         self.client, self.key, self.fingerprint = client, key, fingerprint
@@ -555,6 +567,14 @@ class _Reservation:
                 "request_id",
                 "already used within 10 minutes for a different request",
                 reason="REQUEST_ID_REUSED",
+            )
+        if "job_uuid" not in earlier:
+            # The first request is still being sent and may yet fail (and release the
+            # id): its uuid may never ring, so it is not an answer to give.
+            raise ApiError(
+                grpc.StatusCode.ABORTED,
+                "REQUEST_IN_PROGRESS",
+                "an earlier request with this request_id is still being sent; retry",
             )
         return {k: str(v) for k, v in earlier.items()}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -21,12 +21,14 @@ from cti.config import EslNode, GrpcSettings, Settings, TokenScope, parse_settin
 from cti.grpc_server import error_info
 from cti.v1 import call_control_pb2 as pb
 from cti.v1 import call_control_pb2_grpc, events_pb2, events_pb2_grpc
+from event_service.control_jobs import Job, JobQueue
 from event_service.grpc_api import create_grpc_server
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch
 from tests.events.helpers import SEED_FIELDS, inbound_call_event, registration_event, until
 from tests.support import free_port
 
+ControlStub = call_control_pb2_grpc.CallControlServiceStub
 TOKEN = "full-token"
 TENANT_B = "tenant-b-token"
 READER = "reader-token"
@@ -421,6 +423,94 @@ def test_a_request_id_whose_dial_failed_can_be_retried(cluster: Cluster) -> None
     code, reason, _ = failure(cluster.stub.Originate, _originate(request_id="r-1"))
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "NODE_NOT_CONNECTED")
     assert cluster.redis.get(redis_keys.control_request("calls", "r-1")) is None
+
+
+class _HandedOut(JobQueue):
+    """A node whose worker takes each job at once (it went out on the socket) and never
+    gets FreeSWITCH's reply: the command may or may not have run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[Job] = []
+
+    def put(self, job: Job) -> None:
+        super().put(job)
+        taken = self.next_to_send()
+        assert taken is job
+        self.taken.append(job)
+
+
+@dataclass
+class _StalledLink:
+    address: str
+    jobs: JobQueue
+    connected: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def _stalled_node(
+    cluster: Cluster, jobs: JobQueue
+) -> Iterator[call_control_pb2_grpc.CallControlServiceStub]:
+    """Another event-service gRPC server whose link to node 0 never answers a job."""
+    link = _StalledLink(cluster.fs[0].address, jobs)
+    link.connected.set()
+    port = free_port()
+    events = cluster.settings.events
+    settings = replace(
+        cluster.settings,
+        events=replace(events, grpc=replace(events.grpc, listen=f"127.0.0.1:{port}")),
+    )
+    server = create_grpc_server(settings, cluster.redis, links={link.address: link})
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield call_control_pb2_grpc.CallControlServiceStub(channel)
+    finally:
+        server.stop(0).wait()
+
+
+def test_an_originate_that_may_have_gone_out_keeps_its_request_id(cluster: Cluster) -> None:
+    """The deadline passed after the command went to FreeSWITCH: it may ring, so a retry
+    must not dial again (it gets the first uuid)."""
+    cluster.register(0, "1000", A)
+    jobs = _HandedOut()
+    with _stalled_node(cluster, jobs) as stub:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Originate(_originate(request_id="r-2"), metadata=auth(), timeout=1)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        again = stub.Originate(_originate(request_id="r-2"), metadata=auth(), timeout=10)
+    assert again.replayed
+    assert again.job_uuid == jobs.taken[0].job_uuid
+    assert f"origination_uuid={again.uuid}," in jobs.taken[0].command.argument
+    assert len(jobs.taken) == 1
+
+
+def test_an_originate_never_sent_before_its_deadline_releases_its_request_id(
+    cluster: Cluster,
+) -> None:
+    cluster.register(0, "1000", A)
+    jobs = JobQueue()  # nobody takes the job: it is still queued at the deadline
+    with _stalled_node(cluster, jobs) as stub, pytest.raises(grpc.RpcError) as caught:
+        stub.Originate(_originate(request_id="r-3"), metadata=auth(), timeout=1)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert cluster.redis.get(redis_keys.control_request("calls", "r-3")) is None
+    assert jobs.next_to_send() is None  # withdrawn: it will never be sent
+
+
+def test_a_request_id_still_being_dialled_is_not_replayed(cluster: Cluster) -> None:
+    """Two identical requests at once: the second neither dials nor claims a uuid that
+    may never ring (the first may still fail); it is told to retry."""
+    cluster.register(0, "1000", A)
+    jobs = _HandedOut()
+    with _stalled_node(cluster, jobs) as stub:
+        first = stub.Originate.future(_originate(request_id="r-4"), metadata=auth(), timeout=30)
+        until(lambda: jobs.taken, what="the first request's job sent")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Originate(_originate(request_id="r-4"), metadata=auth(), timeout=10)
+        first.cancel()
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert error_info(caught.value)[0] == "REQUEST_IN_PROGRESS"
+    assert len(jobs.taken) == 1
 
 
 def test_click_to_dial_state_from_ringing_to_hangup(cluster: Cluster) -> None:
