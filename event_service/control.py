@@ -57,10 +57,12 @@ class NodeLink(Protocol):
 
 @dataclass(frozen=True)
 class Target:
-    """The node to act on, and what the call is about (for the log)."""
+    """The node to act on, what the call is about (for the log), and the domain of the
+    channel's extension (empty for an extension's target)."""
 
     node: str
     subject: str
+    domain: str = ""
 
 
 def _error_from_failure(job: Job, node: str) -> ApiError:
@@ -290,7 +292,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
     ) -> Any:
         channel = self._channel_of(request, scope, audit)
-        path = self._recording_path(request.path, channel.subject)
+        path = self._recording_path(request.path, channel, scope)
         if not 0 <= request.max_seconds <= 86400:
             raise invalid_argument("max_seconds", "must be 0 (no limit) to 86400")
         audit["path"] = path
@@ -302,7 +304,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
     ) -> Any:
         channel = self._channel_of(request, scope, audit)
-        path = self._recording_path(request.path, channel.subject) if request.path else ""
+        path = self._recording_path(request.path, channel, scope) if request.path else ""
         return self._command(channel, cc.stop_recording(channel.subject, path), context)
 
     @_audited
@@ -318,7 +320,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         audit["channel"] = uuid
         ref = self._channel(uuid, scope)
         audit["node"] = ref.node
-        return Target(ref.node, uuid)
+        return Target(ref.node, uuid, split_key(ref.key)[1])
 
     def _channel(self, uuid: str, scope: TokenScope) -> ChannelRef:
         ref = ChannelRef.from_json(self.client.hget(self.channels_key, uuid))
@@ -384,11 +386,14 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         except cc.ArgumentError as exc:
             raise invalid_argument(exc.field, exc.description) from None
 
-    def _recording_path(self, requested: str, uuid: str) -> str:
+    def _recording_path(self, requested: str, channel: Target, scope: TokenScope) -> str:
+        """Under the recordings directory; a domain-limited token's under its channel's
+        domain there (the directory is shared: no tenant overwrites another's files)."""
+        directory = self.settings.control.recordings_dir
+        if scope.domains:
+            directory = f"{directory}/{channel.domain}"
         try:
-            return cc.recording_path(
-                requested, self.settings.control.recordings_dir, "path", f"{uuid}.wav"
-            )
+            return cc.recording_path(requested, directory, "path", f"{channel.subject}.wav")
         except cc.ArgumentError as exc:
             raise invalid_argument(exc.field, exc.description) from None
 

@@ -670,6 +670,31 @@ def test_a_tenant_token_uses_only_the_default_context_or_its_domains(cluster: Cl
     assert cluster.jobs(0)[-1] == f"uuid_transfer {CALL_B} 1004 XML internal"
 
 
+def test_a_tenant_token_records_only_under_its_domain(cluster: Cluster) -> None:
+    """The recordings directory is shared: a tenant's paths are under its domain's
+    directory, so it cannot overwrite (or stop by path) another tenant's recordings."""
+    cluster.start_call(0, CALL_B, "1000", B)
+    channel = f"channels/{CALL_B}"
+    for request in (
+        pb.StartRecordingRequest(channel=channel, path="2026/call-42.wav"),
+        pb.StartRecordingRequest(channel=channel),
+        pb.StopRecordingRequest(channel=channel, path="2026/call-42.wav"),
+    ):
+        method = type(request).__name__.removesuffix("Request")
+        getattr(cluster.stub, method)(request, metadata=auth(TENANT_B), timeout=10)
+    cluster.stub.StartRecording(
+        pb.StartRecordingRequest(channel=channel, path="2026/call-42.wav"),
+        metadata=auth(),
+        timeout=10,
+    )
+    assert cluster.jobs(0) == [
+        f"uuid_record {CALL_B} start /var/rec/{B}/2026/call-42.wav",
+        f"uuid_record {CALL_B} start /var/rec/{B}/{CALL_B}.wav",
+        f"uuid_record {CALL_B} stop /var/rec/{B}/2026/call-42.wav",
+        f"uuid_record {CALL_B} start /var/rec/2026/call-42.wav",
+    ]
+
+
 def test_a_tenant_token_reads_only_its_domain(cluster: Cluster) -> None:
     cluster.register(0, "1000", A)
     cluster.register(0, "1000", B)
