@@ -216,7 +216,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                 variables=variables,
             )
 
-        return self._originate("Originate", request, node, build, context, audit)
+        return self._originate("Originate", request, node, build, context, audit, scope.name)
 
     @_audited
     def Eavesdrop(
@@ -252,7 +252,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                 new_uuid, user, domain, target, mode, auto_answer=request.auto_answer
             )
 
-        return self._originate("Eavesdrop", request, node, build, context, audit)
+        return self._originate("Eavesdrop", request, node, build, context, audit, scope.name)
 
     @_audited
     def Hangup(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
@@ -444,6 +444,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         build: Callable[[str], cc.Command],
         context: Any,
         audit: dict[str, str],
+        caller: str,
     ) -> Any:
         """Send an originate with an up-front uuid; answer once FreeSWITCH accepted the job
         (the call's outcome shows in Watch). ``request_id`` makes it idempotent."""
@@ -454,7 +455,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             request_id = _checked("request_id", cc.request_id, request.request_id)
             reservation = _Reservation(
                 self.client,
-                redis_keys.control_request(self.settings.call.hash, request_id),
+                redis_keys.control_request(self.settings.call.hash, caller, request_id),
                 _fingerprint(method, request),
             )
             earlier = reservation.claim(new_uuid, node)

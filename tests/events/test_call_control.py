@@ -412,8 +412,23 @@ def test_originate_retry_with_the_same_request_id_dials_once(cluster: Cluster) -
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
     other = cluster.stub.Originate(_originate(request_id="crm-43"), metadata=auth())
     assert other.uuid != first.uuid and len(cluster.jobs(0)) == 2
-    key = redis_keys.control_request("calls", "crm-42")
+    key = redis_keys.control_request("calls", "full-access", "crm-42")
     assert 0 < cluster.redis.ttl(key) <= 600
+
+
+def test_request_ids_are_per_token(cluster: Cluster) -> None:
+    """One caller's request ids neither block nor answer another's (a tenant cannot
+    squat on ids such as crm-42 that another client will use)."""
+    cluster.register(0, "1000", A)
+    cluster.register(0, "1000", B)
+    tenant = cluster.stub.Originate(
+        _originate(extension=f"domains/{B}/extensions/1000", request_id="crm-7"),
+        metadata=auth(TENANT_B),
+        timeout=10,
+    )
+    mine = cluster.stub.Originate(_originate(request_id="crm-7"), metadata=auth(), timeout=10)
+    assert not mine.replayed and mine.uuid != tenant.uuid
+    assert len(cluster.jobs(0)) == 2
 
 
 def test_a_request_id_whose_dial_failed_can_be_retried(cluster: Cluster) -> None:
@@ -422,7 +437,7 @@ def test_a_request_id_whose_dial_failed_can_be_retried(cluster: Cluster) -> None
     until(lambda: not cluster.workers[1].connected.is_set(), what="node b gone")
     code, reason, _ = failure(cluster.stub.Originate, _originate(request_id="r-1"))
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "NODE_NOT_CONNECTED")
-    assert cluster.redis.get(redis_keys.control_request("calls", "r-1")) is None
+    assert cluster.redis.get(redis_keys.control_request("calls", "full-access", "r-1")) is None
 
 
 class _HandedOut(JobQueue):
@@ -493,7 +508,7 @@ def test_an_originate_never_sent_before_its_deadline_releases_its_request_id(
     with _stalled_node(cluster, jobs) as stub, pytest.raises(grpc.RpcError) as caught:
         stub.Originate(_originate(request_id="r-3"), metadata=auth(), timeout=1)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert cluster.redis.get(redis_keys.control_request("calls", "r-3")) is None
+    assert cluster.redis.get(redis_keys.control_request("calls", "full-access", "r-3")) is None
     assert jobs.next_to_send() is None  # withdrawn: it will never be sent
 
 
