@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,15 @@ def test_control_variables_are_names_or_prefixes(tmp_path: Path) -> None:
         text = f'{{"events": {{"control": {{"variables": [{bad}]}}}}}}'
         with pytest.raises(ConfigError, match=r"events\.control\.variables\[0\]"):
             load_settings(write(tmp_path, text), env={})
+
+
+def test_an_unnamed_token_is_named_by_its_place_not_by_its_value(tmp_path: Path) -> None:
+    """The name goes into every audit log line: nothing derived from the secret (a hash
+    prefix would let anyone with the logs test guesses of a weak token offline)."""
+    token = "weak-token-1"
+    scoped = f'{{"token": "{token}", "read_only": true}}'
+    text = f'{{"events": {{"grpc": {{"tokens": ["full", {scoped}]}}}}}}'
+    settings = load_settings(write(tmp_path, text), env={})
+    name = settings.events.grpc.scope_of(token).name
+    assert name == "tokens[1]"
+    assert hashlib.sha256(token.encode()).hexdigest()[:8] not in name
