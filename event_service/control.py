@@ -417,10 +417,14 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     def _command(self, target: Target, command: cc.Command, context: Any) -> Any:
         job = Job(command)
-        left = self._send(target.node, job, context)
-        if not job.wait_done(max(0.0, left)):
-            self._link_jobs(target.node).forget(job)
-            raise _deadline(job, target.node)
+        answered = self._stop_waiting_if_client_leaves(context, target.node, job)
+        try:
+            left = self._send(target.node, job, context)
+            if not job.wait_done(max(0.0, left)):
+                self._link_jobs(target.node).forget(job)
+                raise _deadline(job, target.node)
+        finally:
+            answered()
         if job.failure:
             raise _error_from_failure(job, target.node)
         body = job.result or ""
@@ -431,6 +435,22 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         return call_control_pb2.CallControlResponse(
             channel=CHANNEL_PREFIX + target.subject, node=target.node, reply=body.strip()
         )
+
+    def _stop_waiting_if_client_leaves(
+        self, context: Any, node: str, job: Job
+    ) -> Callable[[], None]:
+        """A client that cancels or disconnects ends the wait at once (the job is
+        forgotten: withdrawn if not sent yet) instead of holding a server thread until
+        its deadline. Call the returned function once the wait is over."""
+        answered = threading.Event()
+
+        def on_rpc_end() -> None:
+            if not answered.is_set():
+                self._link_jobs(node).forget(job)
+
+        if context is not None:
+            context.add_callback(on_rpc_end)
+        return answered.set
 
     def _link_jobs(self, node: str) -> JobQueue:
         link = self.links.get(node)
@@ -469,6 +489,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                     replayed=True,
                 )
         job = Job(build(new_uuid), on_settled=functools.partial(_log_outcome, method, node))
+        answered = self._stop_waiting_if_client_leaves(context, node, job)
         try:
             self._send(node, job, context)
         except Exception:
@@ -481,6 +502,8 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                 else:
                     reservation.release()
             raise
+        finally:
+            answered()
         if reservation is not None:
             reservation.complete(job.job_uuid)
         metrics.CONTROL_JOBS.labels(node, "originate", "accepted").inc()

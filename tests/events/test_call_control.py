@@ -244,6 +244,30 @@ def test_no_job_result_within_the_deadline(cluster: Cluster) -> None:
     assert response.reply == "+OK Success"
 
 
+def test_a_client_that_leaves_frees_its_wait(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled with a long deadline and no result coming: the call ends at once (its
+    thread is not held until the deadline), and a late result is dropped."""
+    cluster.start_call(0, CALL, "1000", A)
+    cluster.fs[0].hold_jobs = True
+    with caplog.at_level("INFO", logger="event_service.control"):
+        pending = cluster.stub.Hold.future(
+            pb.HoldRequest(channel=CHANNEL), metadata=auth(), timeout=300
+        )
+        until(lambda: cluster.jobs(0), what="the job sent")
+        pending.cancel()
+        until(
+            lambda: [r for r in caplog.records if r.getMessage() == "call control"],
+            timeout=30,
+            what="the cancelled call ended (not at its 300 s deadline)",
+        )
+    cluster.fs[0].release_jobs()
+    cluster.fs[0].hold_jobs = False
+    response = cluster.stub.Unhold(pb.UnholdRequest(channel=CHANNEL), metadata=auth(), timeout=10)
+    assert response.reply == "+OK Success"
+
+
 INJECTIONS = [
     ("Hangup", pb.HangupRequest(channel=f"channels/{CALL}\nbgapi system id"), "channel"),
     ("Hangup", pb.HangupRequest(channel=CHANNEL, cause="NORMAL_CLEARING\nbgapi x"), "cause"),
@@ -638,6 +662,28 @@ def test_a_tenant_token_acts_only_on_its_domain(cluster: Cluster) -> None:
     assert cluster.jobs(0) == []
     cluster.stub.Hangup(pb.HangupRequest(channel=f"channels/{CALL_B}"), metadata=auth(TENANT_B))
     assert cluster.jobs(0) == [f"uuid_kill {CALL_B} NORMAL_CLEARING"]
+
+
+def test_a_tenant_token_cannot_listen_to_another_tenants_call(cluster: Cluster) -> None:
+    cluster.start_call(0, CALL, "1000", A)
+    cluster.register(0, "2000", A)
+    cluster.register(0, "2000", B)
+    for supervisor in (f"domains/{B}/extensions/2000", f"domains/{A}/extensions/2000"):
+        code, reason, _ = failure(
+            cluster.stub.Eavesdrop,
+            pb.EavesdropRequest(channel=CHANNEL, supervisor=supervisor),
+            token=TENANT_B,
+        )
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "DOMAIN_NOT_ALLOWED")
+    for method, request in (
+        ("Transfer", pb.TransferRequest(channel=CHANNEL, destination="1002")),
+        ("StartRecording", pb.StartRecordingRequest(channel=CHANNEL)),
+        ("SendDtmf", pb.SendDtmfRequest(channel=CHANNEL, digits="1")),
+        ("Hold", pb.HoldRequest(channel=CHANNEL)),
+    ):
+        code, reason, _ = failure(getattr(cluster.stub, method), request, token=TENANT_B)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "DOMAIN_NOT_ALLOWED")
+    assert cluster.jobs(0) == []
 
 
 def test_a_tenant_token_uses_only_the_default_context_or_its_domains(cluster: Cluster) -> None:
