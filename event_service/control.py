@@ -338,10 +338,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
     def _registered_node(self, domain: str, user: str, field: str) -> str:
         key = f"{user}@{domain}" if self.settings.key_with_domain else user
         devices = registrations.decode(self.client.hget(self.devices_key, key))
-        # A plain-extension key may hold several domains' devices: the id names user@domain.
-        wanted = f"|{user}@{domain}".lower()
-        mine = {i: d for i, d in devices.items() if wanted in i.lower()}
-        latest = registrations.latest(mine)
+        latest = registrations.latest(registrations.devices_of(devices, user, domain))
         if latest is None:
             raise ApiError(
                 grpc.StatusCode.NOT_FOUND,
