@@ -11,7 +11,6 @@ The settings, their defaults and their checks are declared once, in :mod:`cti.se
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -322,9 +321,9 @@ def _tokens(section: _Section) -> tuple[tuple[str, ...], dict[str, TokenScope]]:
         domains = tuple(d.lower() for d in entry.strings("domains"))
         if any(not d.strip() for d in domains):
             entry._fail(entry._key("domains"), "a domain must not be empty")
-        digest = hashlib.sha256(token.encode()).hexdigest()[:8]
         scopes[token] = TokenScope(
-            name=entry.get("name", str, "") or f"token-{digest}",
+            # Unnamed: by its place, never by anything derived from the secret (logged).
+            name=entry.get("name", str, "") or f"tokens[{index}]",
             read_only=entry.get("read_only", bool, False),
             domains=domains,
         )

@@ -9,6 +9,8 @@ hashed whole) and can be written in one transaction with it.
 
 from __future__ import annotations
 
+import hashlib
+
 EXTENSIONS_PREFIX = "cti_exten@"
 """Hash per domain: field = extension id, value = JSON ``{param, variable, attribute}``
 (plus an optional top-level ``"template"`` naming an extension template)."""
@@ -142,11 +144,13 @@ def node_lease(node_address: str, registration_hash: str) -> str:
     return f"{_events_prefix(registration_hash)}:lease:{node_address}"
 
 
-def control_request(call_hash: str, request_id: str) -> str:
+def control_request(call_hash: str, caller: str, request_id: str) -> str:
     """String, expiring (10 min): the first result of a call-control request with this
-    ``request_id`` (Originate/Eavesdrop retries return it and dial nothing). In the call
-    hash's slot (``{calls}:control:request:<id>``)."""
-    return _derived(call_hash, f"control:request:{request_id}")
+    ``request_id`` from this ``caller`` (the token's name; Originate/Eavesdrop retries
+    return it and dial nothing). Per caller, so no client can squat on another's ids. In
+    the call hash's slot (``{calls}:control:request:<sha256(caller)[:16]>:<id>``)."""
+    caller_tag = hashlib.sha256(caller.encode()).hexdigest()[:16]
+    return _derived(call_hash, f"control:request:{caller_tag}:{request_id}")
 
 
 def event_replicas(registration_hash: str) -> str:

@@ -120,6 +120,14 @@ def recordings_path(value: str) -> str:
     return value
 
 
+def variable_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Channel-variable names or ``prefix*`` (the call-control allowlist)."""
+    for value in values:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}\*?", value):
+            raise ValueError(f"{value!r} is not a variable name or a name prefix followed by *")
+    return values
+
+
 def not_negative(value: float) -> float:
     if value < 0:
         raise ValueError("must be 0 (off) or positive")
@@ -224,6 +232,10 @@ class ControlSettings:
     """Dialplan context of Originate/Transfer destinations when a request names none."""
     recordings_dir: str = setting("/var/lib/freeswitch/recordings", check=recordings_path)
     """StartRecording writes only under this directory (a path on the FreeSWITCH host)."""
+    variables: tuple[str, ...] = setting((), check=variable_patterns)
+    """Channel variables an Originate request may set: exact names or ``prefix*``. Empty =
+    none. An allowlist: FreeSWITCH acts on many variables (``api_on_answer`` runs an API
+    command, ``execute_on_*`` an application, ``user_context`` picks the dialplan)."""
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,12 @@ class NodeLink(Protocol):
 
 @dataclass(frozen=True)
 class Target:
-    """The node to act on, and what the call is about (for the log)."""
+    """The node to act on, what the call is about (for the log), and the domain of the
+    channel's extension (empty for an extension's target)."""
 
     node: str
     subject: str
+    domain: str = ""
 
 
 def _error_from_failure(job: Job, node: str) -> ApiError:
@@ -189,9 +191,9 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         audit["extension"] = f"{user}@{domain}"
         check_domain(scope, domain)
         to = _checked("destination", cc.destination, request.destination)
-        dial_context = self._context(request.context)
+        dial_context = self._context(request.context, scope)
         variables = {
-            _checked(f"variables[{name!r}]", cc.variable_name, name): _checked(
+            self._variable_name(f"variables[{name!r}]", name): _checked(
                 f"variables[{name!r}]", cc.text, value
             )
             for name, value in sorted(request.variables.items())
@@ -215,7 +217,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                 variables=variables,
             )
 
-        return self._originate("Originate", request, node, build, context, audit)
+        return self._originate("Originate", request, node, build, context, audit, scope.name)
 
     @_audited
     def Eavesdrop(
@@ -251,7 +253,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                 new_uuid, user, domain, target, mode, auto_answer=request.auto_answer
             )
 
-        return self._originate("Eavesdrop", request, node, build, context, audit)
+        return self._originate("Eavesdrop", request, node, build, context, audit, scope.name)
 
     @_audited
     def Hangup(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
@@ -271,7 +273,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         if request.leg not in legs:
             raise invalid_argument("leg", f"unknown leg {request.leg}")
         command = cc.transfer(
-            channel.subject, to, self._context(request.context), legs[request.leg]
+            channel.subject, to, self._context(request.context, scope), legs[request.leg]
         )
         audit["destination"] = to
         return self._command(channel, command, context)
@@ -291,7 +293,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
     ) -> Any:
         channel = self._channel_of(request, scope, audit)
-        path = self._recording_path(request.path, channel.subject)
+        path = self._recording_path(request.path, channel, scope)
         if not 0 <= request.max_seconds <= 86400:
             raise invalid_argument("max_seconds", "must be 0 (no limit) to 86400")
         audit["path"] = path
@@ -303,7 +305,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
     ) -> Any:
         channel = self._channel_of(request, scope, audit)
-        path = self._recording_path(request.path, channel.subject) if request.path else ""
+        path = self._recording_path(request.path, channel, scope) if request.path else ""
         return self._command(channel, cc.stop_recording(channel.subject, path), context)
 
     @_audited
@@ -319,7 +321,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         audit["channel"] = uuid
         ref = self._channel(uuid, scope)
         audit["node"] = ref.node
-        return Target(ref.node, uuid)
+        return Target(ref.node, uuid, split_key(ref.key)[1])
 
     def _channel(self, uuid: str, scope: TokenScope) -> ChannelRef:
         ref = ChannelRef.from_json(self.client.hget(self.channels_key, uuid))
@@ -337,10 +339,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
     def _registered_node(self, domain: str, user: str, field: str) -> str:
         key = f"{user}@{domain}" if self.settings.key_with_domain else user
         devices = registrations.decode(self.client.hget(self.devices_key, key))
-        # A plain-extension key may hold several domains' devices: the id names user@domain.
-        wanted = f"|{user}@{domain}".lower()
-        mine = {i: d for i, d in devices.items() if wanted in i.lower()}
-        latest = registrations.latest(mine)
+        latest = registrations.latest(registrations.devices_of(devices, user, domain))
         if latest is None:
             raise ApiError(
                 grpc.StatusCode.NOT_FOUND,
@@ -361,16 +360,38 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             )
         return link
 
-    def _context(self, requested: str) -> str:
+    def _context(self, requested: str, scope: TokenScope) -> str:
+        """The dialplan context to send a call to. It decides what the call can reach
+        (other tenants' extensions, gateways): a domain-limited token may name only the
+        default one or one named after its own domains."""
+        default = self.settings.control.context
         if not requested:
-            return self.settings.control.context
-        return _checked("context", cc.context, requested)
-
-    def _recording_path(self, requested: str, uuid: str) -> str:
-        try:
-            return cc.recording_path(
-                requested, self.settings.control.recordings_dir, "path", f"{uuid}.wav"
+            return default
+        chosen = _checked("context", cc.context, requested)
+        if scope.domains and chosen != default and chosen not in scope.domains:
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "CONTEXT_NOT_ALLOWED",
+                f"this token ({scope.name}) may use only the dialplan context {default!r} "
+                "or one named after its domains",
+                metadata={"context": chosen},
             )
+        return chosen
+
+    def _variable_name(self, field: str, name: str) -> str:
+        try:
+            return cc.variable_name(name, field, self.settings.control.variables)
+        except cc.ArgumentError as exc:
+            raise invalid_argument(exc.field, exc.description) from None
+
+    def _recording_path(self, requested: str, channel: Target, scope: TokenScope) -> str:
+        """Under the recordings directory; a domain-limited token's under its channel's
+        domain there (the directory is shared: no tenant overwrites another's files)."""
+        directory = self.settings.control.recordings_dir
+        if scope.domains:
+            directory = f"{directory}/{channel.domain}"
+        try:
+            return cc.recording_path(requested, directory, "path", f"{channel.subject}.wav")
         except cc.ArgumentError as exc:
             raise invalid_argument(exc.field, exc.description) from None
 
@@ -394,10 +415,14 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     def _command(self, target: Target, command: cc.Command, context: Any) -> Any:
         job = Job(command)
-        left = self._send(target.node, job, context)
-        if not job.wait_done(max(0.0, left)):
-            self._link_jobs(target.node).forget(job)
-            raise _deadline(job, target.node)
+        answered = self._stop_waiting_if_client_leaves(context, target.node, job)
+        try:
+            left = self._send(target.node, job, context)
+            if not job.wait_done(max(0.0, left)):
+                self._link_jobs(target.node).forget(job)
+                raise _deadline(job, target.node)
+        finally:
+            answered()
         if job.failure:
             raise _error_from_failure(job, target.node)
         body = job.result or ""
@@ -408,6 +433,22 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         return call_control_pb2.CallControlResponse(
             channel=CHANNEL_PREFIX + target.subject, node=target.node, reply=body.strip()
         )
+
+    def _stop_waiting_if_client_leaves(
+        self, context: Any, node: str, job: Job
+    ) -> Callable[[], None]:
+        """A client that cancels or disconnects ends the wait at once (the job is
+        forgotten: withdrawn if not sent yet) instead of holding a server thread until
+        its deadline. Call the returned function once the wait is over."""
+        answered = threading.Event()
+
+        def on_rpc_end() -> None:
+            if not answered.is_set():
+                self._link_jobs(node).forget(job)
+
+        if context is not None:
+            context.add_callback(on_rpc_end)
+        return answered.set
 
     def _link_jobs(self, node: str) -> JobQueue:
         link = self.links.get(node)
@@ -421,6 +462,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         build: Callable[[str], cc.Command],
         context: Any,
         audit: dict[str, str],
+        caller: str,
     ) -> Any:
         """Send an originate with an up-front uuid; answer once FreeSWITCH accepted the job
         (the call's outcome shows in Watch). ``request_id`` makes it idempotent."""
@@ -431,7 +473,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             request_id = _checked("request_id", cc.request_id, request.request_id)
             reservation = _Reservation(
                 self.client,
-                redis_keys.control_request(self.settings.call.hash, request_id),
+                redis_keys.control_request(self.settings.call.hash, caller, request_id),
                 _fingerprint(method, request),
             )
             earlier = reservation.claim(new_uuid, node)
@@ -445,20 +487,34 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                     replayed=True,
                 )
         job = Job(build(new_uuid), on_settled=functools.partial(_log_outcome, method, node))
+        answered = self._stop_waiting_if_client_leaves(context, node, job)
         try:
             self._send(node, job, context)
-        except ApiError as exc:
-            # Nothing was dialled (or FreeSWITCH refused): a retry may dial. A job lost
-            # after sending may have dialled: its reservation stays, retries see its uuid.
-            if reservation is not None and exc.reason != LOST:
-                reservation.release()
+        except Exception:
+            # Never sent, or refused by FreeSWITCH: nothing was dialled, a retry may dial.
+            # Sent with no answer (connection lost, deadline): it may ring, so the
+            # reservation stays with its job and a retry gets this uuid instead of dialling.
+            if reservation is not None:
+                if _may_have_dialled(job):
+                    reservation.complete(job.job_uuid)
+                else:
+                    reservation.release()
             raise
+        finally:
+            answered()
         if reservation is not None:
             reservation.complete(job.job_uuid)
         metrics.CONTROL_JOBS.labels(node, "originate", "accepted").inc()
         return call_control_pb2.OriginateResponse(
             channel=CHANNEL_PREFIX + new_uuid, uuid=new_uuid, node=node, job_uuid=job.job_uuid
         )
+
+
+def _may_have_dialled(job: Job) -> bool:
+    """The job went out on the socket and FreeSWITCH did not refuse it (a ``-ERR`` reply
+    to ``bgapi`` means no job was started)."""
+    refused = bool(job.reply) and not job.reply.startswith("+OK")
+    return job.sent and not refused
 
 
 def _log_outcome(method: str, node: str, job: Job) -> None:
@@ -509,7 +565,8 @@ def _fingerprint(method: str, request: Any) -> str:
 
 class _Reservation:
     """The Redis entry of one request_id: claimed (NX) before dialling, completed with the
-    job id once accepted, released when nothing was dialled so a retry can dial."""
+    job id once sent (accepted, or sent with its outcome unknown), released when nothing
+    was dialled so a retry can dial. A claim not yet completed is in progress."""
 
     def __init__(self, client: redis.Redis, key: str, fingerprint: str) -> None:
         self.client, self.key, self.fingerprint = client, key, fingerprint
@@ -537,6 +594,14 @@ class _Reservation:
                 "request_id",
                 "already used within 10 minutes for a different request",
                 reason="REQUEST_ID_REUSED",
+            )
+        if "job_uuid" not in earlier:
+            # The first request is still being sent and may yet fail (and release the
+            # id): its uuid may never ring, so it is not an answer to give.
+            raise ApiError(
+                grpc.StatusCode.ABORTED,
+                "REQUEST_IN_PROGRESS",
+                "an earlier request with this request_id is still being sent; retry",
             )
         return {k: str(v) for k, v in earlier.items()}
 

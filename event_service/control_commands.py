@@ -21,7 +21,7 @@ Commands and the modules that provide them: ``uuid_kill``, ``uuid_transfer``,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
@@ -63,7 +63,9 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL}){{0,15}}")
-_DESTINATION = re.compile(r"[A-Za-z0-9+*#_.-]{1,64}")
+# Not starting with "-": uuid_transfer takes such an argument for its -bleg/-both flag and
+# reads the destination, dialplan and context one place further on.
+_DESTINATION = re.compile(r"[A-Za-z0-9+*#_.][A-Za-z0-9+*#_.-]{0,63}")
 _CONTEXT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _DIGITS = re.compile(r"[0-9A-Da-d*#wW]{1,64}")
@@ -97,7 +99,9 @@ def domain(value: str, field: str) -> str:
 
 
 def destination(value: str, field: str) -> str:
-    return _match(_DESTINATION, value, field, "must be letters, digits and + * # _ . - (1-64)")
+    return _match(
+        _DESTINATION, value, field, "must be letters, digits and + * # _ . - (1-64, not - first)"
+    )
 
 
 def context(value: str, field: str) -> str:
@@ -131,10 +135,25 @@ def text(value: str, field: str) -> str:
     return value
 
 
-def variable_name(value: str, field: str) -> str:
+def variable_name(value: str, field: str, allowed: Sequence[str]) -> str:
+    """A channel variable a request may set: well formed, not one the server sets, and
+    listed in ``allowed`` (exact names, or prefixes ending in ``*``; the server's
+    ``events.control.variables``). An allowlist because FreeSWITCH acts on far too many
+    variables to refuse them one by one: ``api_on_answer`` / ``api_hangup_hook`` run an API
+    command (``system ...`` is a shell), ``execute_on_*`` an application, ``user_context``
+    or ``sip_route_uri`` send the call elsewhere."""
     _match(_VARIABLE_NAME, value, field, "must be a letter then letters, digits, _ (at most 64)")
     if value.lower().startswith(_RESERVED_PREFIXES):
         raise ArgumentError(field, f"{value!r} is set by the server")
+    if not any(
+        value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
+        for pattern in allowed
+    ):
+        raise ArgumentError(
+            field,
+            f"{value!r} may not be set: the server's events.control.variables lists the "
+            f"variables a request may set ({', '.join(allowed) or 'none'})",
+        )
     return value
 
 

@@ -33,6 +33,11 @@ class Job:
     """The BACKGROUND_JOB body (``+OK ...`` / ``-ERR ...``)."""
     failure: str = ""
     """:data:`NOT_SENT` or :data:`LOST` when the connection failed the job."""
+    sent: bool = False
+    """Handed to the worker to write on the socket (:meth:`JobQueue.next_to_send`): from
+    then on FreeSWITCH may run it, whatever happens to the reply."""
+    withdrawn: bool = False
+    """Given up on before it was sent (:meth:`JobQueue.forget`): it never will be."""
     on_settled: Callable[[Job], None] | None = field(default=None, repr=False)
     """Called (on the worker thread) once the job is finished or failed: e.g. to log an
     Originate's outcome, which its caller does not wait for."""
@@ -83,14 +88,19 @@ class JobQueue:
         self._queued.put(job)
 
     def next_to_send(self) -> Job | None:
-        """The next queued job still wanted (one given up on or failed is skipped)."""
+        """The next queued job still wanted (one given up on or failed is skipped), marked
+        :attr:`Job.sent` -- under the lock :meth:`forget` takes, so a job is either
+        withdrawn or sent, never both."""
         while True:
             try:
                 job = self._queued.get_nowait()
             except queue.Empty:
                 return None
-            if not job.settled:
-                return job
+            with self._lock:
+                if job.withdrawn or job.settled:
+                    continue
+                job.sent = True
+            return job
 
     def finish(self, job_uuid: str, body: str) -> bool:
         """A BACKGROUND_JOB arrived; ``False`` when no waiting job has that id (another
@@ -102,20 +112,28 @@ class JobQueue:
         job.finished(body)
         return True
 
-    def forget(self, job: Job) -> None:
+    def forget(self, job: Job) -> bool:
         """The caller stopped waiting (deadline): a late result is dropped, and a job not
-        sent yet never will be."""
+        sent yet never will be. ``True`` when it was not sent (nothing reached FreeSWITCH);
+        ``False`` when it had been (it may run)."""
         with self._lock:
             self._in_flight.pop(job.job_uuid, None)
+            if not job.sent:
+                job.withdrawn = True
         if not job.settled:
             job.failed(ABANDONED)
+        return not job.sent
 
     def fail_all(self) -> None:
         """The connection is gone: fail every job, queued ones as not sent."""
-        queued: set[str] = set()
-        while (waiting := self.next_to_send()) is not None:
-            queued.add(waiting.job_uuid)
+        while True:
+            try:
+                self._queued.get_nowait()
+            except queue.Empty:
+                break
         with self._lock:
             jobs, self._in_flight = self._in_flight, {}
+            for job in jobs.values():
+                job.withdrawn = not job.sent
         for job in jobs.values():
-            job.failed(NOT_SENT if job.job_uuid in queued else LOST)
+            job.failed(LOST if job.sent else NOT_SENT)

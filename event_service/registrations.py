@@ -41,6 +41,14 @@ def device_id(mode: str, node: str, profile: str, owner: Owner, contact: str, ca
     return base
 
 
+def devices_of(devices: Devices, user: str, domain: str) -> Devices:
+    """The devices of ``user@domain`` alone: a plain-extension key holds every domain's
+    devices of that extension, and a device id names its owner as its third ``|`` part
+    (a substring test would take 1000@a.example.org's for 1000@a.example's)."""
+    owner = f"{user}@{domain}".lower()
+    return {i: d for i, d in devices.items() if i.split("|", 3)[2:3] == [owner]}
+
+
 def apply_event(devices: Devices, event: RegistrationEvent, node: str, mode: str) -> Devices:
     """The devices after one sofia event."""
     ident = device_id(mode, node, event.profile, event.owner, event.contact, event.call_id)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,26 @@ def test_every_environment_variable_is_documented() -> None:
     variables = [override.var for override in ENV_OVERRIDES]
     variables += ["CTI_API_TOKEN", "CTI_API_TOKENS", "CTI_ESL_NODES", "CTI_ESL_PASSWORD"]
     assert [v for v in variables if v not in documented] == []
+
+
+def test_control_variables_are_names_or_prefixes(tmp_path: Path) -> None:
+    text = '{"events": {"control": {"variables": ["crm_*", "agent_id"]}}}'
+    settings = load_settings(write(tmp_path, text), env={})
+    assert settings.events.control.variables == ("crm_*", "agent_id")
+    assert load_settings(write(tmp_path, "{}"), env={}).events.control.variables == ()
+    for bad in ('"*"', '"api on answer"', '"a*b"', '"x\\n"'):
+        text = f'{{"events": {{"control": {{"variables": [{bad}]}}}}}}'
+        with pytest.raises(ConfigError, match=r"events\.control\.variables: "):
+            load_settings(write(tmp_path, text), env={})
+
+
+def test_an_unnamed_token_is_named_by_its_place_not_by_its_value(tmp_path: Path) -> None:
+    """The name goes into every audit log line: nothing derived from the secret (a hash
+    prefix would let anyone with the logs test guesses of a weak token offline)."""
+    token = "weak-token-1"
+    scoped = f'{{"token": "{token}", "read_only": true}}'
+    text = f'{{"events": {{"grpc": {{"tokens": ["full", {scoped}]}}}}}}'
+    settings = load_settings(write(tmp_path, text), env={})
+    name = settings.events.grpc.scope_of(token).name
+    assert name == "tokens[1]"
+    assert hashlib.sha256(token.encode()).hexdigest()[:8] not in name

@@ -78,7 +78,10 @@ def service(redis_server: RedisServer) -> Iterator[EventService]:
     fs.api_replies["uuid_hold"] = "+OK Success\n"
     fs.api_replies["uuid_send_dtmf"] = dtmf_sent
     grpc_port = free_port()
-    events = {"registration_key": "extension@domain", "control": {"recordings_dir": RECORDINGS}}
+    events = {
+        "registration_key": "extension@domain",
+        "control": {"recordings_dir": RECORDINGS, "variables": ["crm_*"]},
+    }
     try:
         with event_service_process(
             redis_server.url, fs.address, grpc_port=grpc_port, api_token=TOKEN, events=events

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -21,12 +21,14 @@ from cti.api_errors import error_info
 from cti.config import EslNode, GrpcSettings, Settings, TokenScope, parse_settings
 from cti.v1 import call_control_pb2 as pb
 from cti.v1 import call_control_pb2_grpc, events_pb2, events_pb2_grpc
+from event_service.control_jobs import Job, JobQueue
 from event_service.grpc_api import create_grpc_server
 from event_service.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch
 from tests.events.helpers import SEED_FIELDS, inbound_call_event, registration_event, until
 from tests.support import free_port
 
+ControlStub = call_control_pb2_grpc.CallControlServiceStub
 TOKEN = "full-token"
 TENANT_B = "tenant-b-token"
 READER = "reader-token"
@@ -86,7 +88,7 @@ def _settings(redis_url: str, port: int, nodes: tuple[EslNode, ...]) -> Settings
         nodes=nodes,
         key_with_domain=True,
         call=replace(base.events.call, fields=SEED_FIELDS),
-        control=replace(base.events.control, recordings_dir="/var/rec"),
+        control=replace(base.events.control, recordings_dir="/var/rec", variables=("crm_*",)),
     )
     return replace(base, redis_url=redis_url, events=events)
 
@@ -242,6 +244,30 @@ def test_no_job_result_within_the_deadline(cluster: Cluster) -> None:
     assert response.reply == "+OK Success"
 
 
+def test_a_client_that_leaves_frees_its_wait(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled with a long deadline and no result coming: the call ends at once (its
+    thread is not held until the deadline), and a late result is dropped."""
+    cluster.start_call(0, CALL, "1000", A)
+    cluster.fs[0].hold_jobs = True
+    with caplog.at_level("INFO", logger="event_service.control"):
+        pending = cluster.stub.Hold.future(
+            pb.HoldRequest(channel=CHANNEL), metadata=auth(), timeout=300
+        )
+        until(lambda: cluster.jobs(0), what="the job sent")
+        pending.cancel()
+        until(
+            lambda: [r for r in caplog.records if r.getMessage() == "call control"],
+            timeout=30,
+            what="the cancelled call ended (not at its 300 s deadline)",
+        )
+    cluster.fs[0].release_jobs()
+    cluster.fs[0].hold_jobs = False
+    response = cluster.stub.Unhold(pb.UnholdRequest(channel=CHANNEL), metadata=auth(), timeout=10)
+    assert response.reply == "+OK Success"
+
+
 INJECTIONS = [
     ("Hangup", pb.HangupRequest(channel=f"channels/{CALL}\nbgapi system id"), "channel"),
     ("Hangup", pb.HangupRequest(channel=CHANNEL, cause="NORMAL_CLEARING\nbgapi x"), "cause"),
@@ -286,10 +312,32 @@ INJECTIONS = [
         pb.OriginateRequest(
             extension=f"domains/{A}/extensions/1000",
             destination="1001",
-            variables={"x": "a,b}\nbgapi y"},
+            variables={"crm_x": "a,b}\nbgapi y"},
         ),
-        "variables['x']",
+        "variables['crm_x']",
     ),
+    # Well-formed, but FreeSWITCH would run it as an API command when the leg answers:
+    # only the variables events.control.variables lists may be set.
+    (
+        "Originate",
+        pb.OriginateRequest(
+            extension=f"domains/{A}/extensions/1000",
+            destination="1001",
+            variables={"api_on_answer": "system touch /tmp/pwned"},
+        ),
+        "variables['api_on_answer']",
+    ),
+    (
+        "Originate",
+        pb.OriginateRequest(
+            extension=f"domains/{A}/extensions/1000",
+            destination="1001",
+            variables={"execute_on_answer": "transfer 9999 XML internal"},
+        ),
+        "variables['execute_on_answer']",
+    ),
+    # uuid_transfer would read "-both" as its flag and shift the other arguments.
+    ("Transfer", pb.TransferRequest(channel=CHANNEL, destination="-both"), "destination"),
 ]
 
 
@@ -359,6 +407,17 @@ def test_originate_rings_the_extension_on_its_node_and_returns_at_once(cluster: 
     assert cluster.jobs(0) == []
 
 
+def test_originate_sets_the_variables_the_server_allows(cluster: Cluster) -> None:
+    cluster.register(0, "1000", A)
+    response = cluster.stub.Originate(
+        _originate(variables={"crm_ticket": "T 42"}), metadata=auth(), timeout=10
+    )
+    assert cluster.jobs(0) == [
+        f"originate {{crm_ticket=T\\s42,origination_uuid={response.uuid},originate_timeout=30,"
+        f"cti_originate=true}}user/1000@{A} 1001 XML default"
+    ]
+
+
 def test_originate_of_an_unregistered_extension_is_not_found(cluster: Cluster) -> None:
     code, reason, _ = failure(cluster.stub.Originate, _originate())
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "EXTENSION_NOT_REGISTERED")
@@ -377,8 +436,23 @@ def test_originate_retry_with_the_same_request_id_dials_once(cluster: Cluster) -
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
     other = cluster.stub.Originate(_originate(request_id="crm-43"), metadata=auth())
     assert other.uuid != first.uuid and len(cluster.jobs(0)) == 2
-    key = redis_keys.control_request("calls", "crm-42")
+    key = redis_keys.control_request("calls", "full-access", "crm-42")
     assert 0 < cluster.redis.ttl(key) <= 600
+
+
+def test_request_ids_are_per_token(cluster: Cluster) -> None:
+    """One caller's request ids neither block nor answer another's (a tenant cannot
+    squat on ids such as crm-42 that another client will use)."""
+    cluster.register(0, "1000", A)
+    cluster.register(0, "1000", B)
+    tenant = cluster.stub.Originate(
+        _originate(extension=f"domains/{B}/extensions/1000", request_id="crm-7"),
+        metadata=auth(TENANT_B),
+        timeout=10,
+    )
+    mine = cluster.stub.Originate(_originate(request_id="crm-7"), metadata=auth(), timeout=10)
+    assert not mine.replayed and mine.uuid != tenant.uuid
+    assert len(cluster.jobs(0)) == 2
 
 
 def test_a_request_id_whose_dial_failed_can_be_retried(cluster: Cluster) -> None:
@@ -387,7 +461,95 @@ def test_a_request_id_whose_dial_failed_can_be_retried(cluster: Cluster) -> None
     until(lambda: not cluster.workers[1].connected.is_set(), what="node b gone")
     code, reason, _ = failure(cluster.stub.Originate, _originate(request_id="r-1"))
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "NODE_NOT_CONNECTED")
-    assert cluster.redis.get(redis_keys.control_request("calls", "r-1")) is None
+    assert cluster.redis.get(redis_keys.control_request("calls", "full-access", "r-1")) is None
+
+
+class _HandedOut(JobQueue):
+    """A node whose worker takes each job at once (it went out on the socket) and never
+    gets FreeSWITCH's reply: the command may or may not have run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[Job] = []
+
+    def put(self, job: Job) -> None:
+        super().put(job)
+        taken = self.next_to_send()
+        assert taken is job
+        self.taken.append(job)
+
+
+@dataclass
+class _StalledLink:
+    address: str
+    jobs: JobQueue
+    connected: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def _stalled_node(
+    cluster: Cluster, jobs: JobQueue
+) -> Iterator[call_control_pb2_grpc.CallControlServiceStub]:
+    """Another event-service gRPC server whose link to node 0 never answers a job."""
+    link = _StalledLink(cluster.fs[0].address, jobs)
+    link.connected.set()
+    port = free_port()
+    events = cluster.settings.events
+    settings = replace(
+        cluster.settings,
+        events=replace(events, grpc=replace(events.grpc, listen=f"127.0.0.1:{port}")),
+    )
+    server = create_grpc_server(settings, cluster.redis, links={link.address: link})
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield call_control_pb2_grpc.CallControlServiceStub(channel)
+    finally:
+        server.stop(0).wait()
+
+
+def test_an_originate_that_may_have_gone_out_keeps_its_request_id(cluster: Cluster) -> None:
+    """The deadline passed after the command went to FreeSWITCH: it may ring, so a retry
+    must not dial again (it gets the first uuid)."""
+    cluster.register(0, "1000", A)
+    jobs = _HandedOut()
+    with _stalled_node(cluster, jobs) as stub:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Originate(_originate(request_id="r-2"), metadata=auth(), timeout=1)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        again = stub.Originate(_originate(request_id="r-2"), metadata=auth(), timeout=10)
+    assert again.replayed
+    assert again.job_uuid == jobs.taken[0].job_uuid
+    assert f"origination_uuid={again.uuid}," in jobs.taken[0].command.argument
+    assert len(jobs.taken) == 1
+
+
+def test_an_originate_never_sent_before_its_deadline_releases_its_request_id(
+    cluster: Cluster,
+) -> None:
+    cluster.register(0, "1000", A)
+    jobs = JobQueue()  # nobody takes the job: it is still queued at the deadline
+    with _stalled_node(cluster, jobs) as stub, pytest.raises(grpc.RpcError) as caught:
+        stub.Originate(_originate(request_id="r-3"), metadata=auth(), timeout=1)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert cluster.redis.get(redis_keys.control_request("calls", "full-access", "r-3")) is None
+    assert jobs.next_to_send() is None  # withdrawn: it will never be sent
+
+
+def test_a_request_id_still_being_dialled_is_not_replayed(cluster: Cluster) -> None:
+    """Two identical requests at once: the second neither dials nor claims a uuid that
+    may never ring (the first may still fail); it is told to retry."""
+    cluster.register(0, "1000", A)
+    jobs = _HandedOut()
+    with _stalled_node(cluster, jobs) as stub:
+        first = stub.Originate.future(_originate(request_id="r-4"), metadata=auth(), timeout=30)
+        until(lambda: jobs.taken, what="the first request's job sent")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Originate(_originate(request_id="r-4"), metadata=auth(), timeout=10)
+        first.cancel()
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert error_info(caught.value)[0] == "REQUEST_IN_PROGRESS"
+    assert len(jobs.taken) == 1
 
 
 def test_click_to_dial_state_from_ringing_to_hangup(cluster: Cluster) -> None:
@@ -500,6 +662,98 @@ def test_a_tenant_token_acts_only_on_its_domain(cluster: Cluster) -> None:
     assert cluster.jobs(0) == []
     cluster.stub.Hangup(pb.HangupRequest(channel=f"channels/{CALL_B}"), metadata=auth(TENANT_B))
     assert cluster.jobs(0) == [f"uuid_kill {CALL_B} NORMAL_CLEARING"]
+
+
+def test_a_tenant_token_cannot_listen_to_another_tenants_call(cluster: Cluster) -> None:
+    cluster.start_call(0, CALL, "1000", A)
+    cluster.register(0, "2000", A)
+    cluster.register(0, "2000", B)
+    for supervisor in (f"domains/{B}/extensions/2000", f"domains/{A}/extensions/2000"):
+        code, reason, _ = failure(
+            cluster.stub.Eavesdrop,
+            pb.EavesdropRequest(channel=CHANNEL, supervisor=supervisor),
+            token=TENANT_B,
+        )
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "DOMAIN_NOT_ALLOWED")
+    for method, request in (
+        ("Transfer", pb.TransferRequest(channel=CHANNEL, destination="1002")),
+        ("StartRecording", pb.StartRecordingRequest(channel=CHANNEL)),
+        ("SendDtmf", pb.SendDtmfRequest(channel=CHANNEL, digits="1")),
+        ("Hold", pb.HoldRequest(channel=CHANNEL)),
+    ):
+        code, reason, _ = failure(getattr(cluster.stub, method), request, token=TENANT_B)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "DOMAIN_NOT_ALLOWED")
+    assert cluster.jobs(0) == []
+
+
+def test_a_tenant_token_uses_only_the_default_context_or_its_domains(cluster: Cluster) -> None:
+    """A dialplan context decides what a call may reach (another tenant's extensions,
+    gateways): a domain-limited token may name only the server's default context or one
+    named after its own domains."""
+    cluster.start_call(0, CALL_B, "1000", B)
+    cluster.register(0, "1000", B)
+    tenant_call = f"channels/{CALL_B}"
+    for call, request in (
+        (
+            cluster.stub.Originate,
+            _originate(extension=f"domains/{B}/extensions/1000", context="internal"),
+        ),
+        (cluster.stub.Originate, _originate(extension=f"domains/{B}/extensions/1000", context=A)),
+        (
+            cluster.stub.Transfer,
+            pb.TransferRequest(channel=tenant_call, destination="1002", context="internal"),
+        ),
+    ):
+        code, reason, metadata = failure(call, request, token=TENANT_B)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "CONTEXT_NOT_ALLOWED")
+        assert metadata["context"] == request.context
+    assert cluster.jobs(0) == []
+    cluster.stub.Transfer(
+        pb.TransferRequest(channel=tenant_call, destination="1002", context=B),
+        metadata=auth(TENANT_B),
+        timeout=10,
+    )
+    cluster.stub.Transfer(
+        pb.TransferRequest(channel=tenant_call, destination="1003"),
+        metadata=auth(TENANT_B),
+        timeout=10,
+    )
+    assert cluster.jobs(0) == [
+        f"uuid_transfer {CALL_B} 1002 XML {B}",
+        f"uuid_transfer {CALL_B} 1003 XML default",
+    ]
+    # A full-access token still names any context.
+    cluster.stub.Transfer(
+        pb.TransferRequest(channel=tenant_call, destination="1004", context="internal"),
+        metadata=auth(),
+        timeout=10,
+    )
+    assert cluster.jobs(0)[-1] == f"uuid_transfer {CALL_B} 1004 XML internal"
+
+
+def test_a_tenant_token_records_only_under_its_domain(cluster: Cluster) -> None:
+    """The recordings directory is shared: a tenant's paths are under its domain's
+    directory, so it cannot overwrite (or stop by path) another tenant's recordings."""
+    cluster.start_call(0, CALL_B, "1000", B)
+    channel = f"channels/{CALL_B}"
+    for request in (
+        pb.StartRecordingRequest(channel=channel, path="2026/call-42.wav"),
+        pb.StartRecordingRequest(channel=channel),
+        pb.StopRecordingRequest(channel=channel, path="2026/call-42.wav"),
+    ):
+        method = type(request).__name__.removesuffix("Request")
+        getattr(cluster.stub, method)(request, metadata=auth(TENANT_B), timeout=10)
+    cluster.stub.StartRecording(
+        pb.StartRecordingRequest(channel=channel, path="2026/call-42.wav"),
+        metadata=auth(),
+        timeout=10,
+    )
+    assert cluster.jobs(0) == [
+        f"uuid_record {CALL_B} start /var/rec/{B}/2026/call-42.wav",
+        f"uuid_record {CALL_B} start /var/rec/{B}/{CALL_B}.wav",
+        f"uuid_record {CALL_B} stop /var/rec/{B}/2026/call-42.wav",
+        f"uuid_record {CALL_B} start /var/rec/2026/call-42.wav",
+    ]
 
 
 def test_a_tenant_token_reads_only_its_domain(cluster: Cluster) -> None:

@@ -222,8 +222,45 @@ def test_uuid_must_be_canonical() -> None:
 def test_server_set_variables_cannot_be_overridden() -> None:
     for name in ("origination_uuid", "cti_originate", "sip_auto_answer", "eavesdrop_whisper_aleg"):
         with pytest.raises(cc.ArgumentError):
-            cc.variable_name(name, "variables")
-    assert cc.variable_name("crm_ticket", "variables") == "crm_ticket"
+            cc.variable_name(name, "variables", ("*",))
+    assert cc.variable_name("crm_ticket", "variables", ("crm_*",)) == "crm_ticket"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # FreeSWITCH runs these as API commands / dialplan applications on the leg:
+        # api_on_answer=system touch /tmp/x would run a shell command on its host.
+        "api_on_answer",
+        "api_hangup_hook",
+        "execute_on_answer",
+        "exec_after_bridge_app",
+        "record_post_process_exec_api",
+        "session_in_hangup_hook",
+        "transfer_after_bridge",
+        "sip_route_uri",
+        "user_context",
+    ],
+)
+def test_only_allowed_variables_may_be_set(name: str) -> None:
+    """A denylist cannot know every variable FreeSWITCH acts on: names are allowed only
+    when listed (exactly, or by a ``prefix*``) in ``events.control.variables``."""
+    with pytest.raises(cc.ArgumentError, match=r"events\.control\.variables"):
+        cc.variable_name(name, "variables", ())
+    with pytest.raises(cc.ArgumentError):
+        cc.variable_name(name, "variables", ("crm_*", "agent_id"))
+    assert cc.variable_name("agent_id", "variables", ("crm_*", "agent_id")) == "agent_id"
+    assert cc.variable_name("crm_x", "variables", ("crm_*", "agent_id")) == "crm_x"
+    with pytest.raises(cc.ArgumentError):
+        cc.variable_name("agent_idx", "variables", ("agent_id",))
+
+
+@pytest.mark.parametrize("value", ["-bleg", "-both", "-1001"])
+def test_a_destination_cannot_pass_for_a_flag(value: str) -> None:
+    """uuid_transfer reads an argument starting with '-' as -bleg/-both and shifts the
+    destination, dialplan and context one place (mod_commands transfer_function)."""
+    with pytest.raises(cc.ArgumentError):
+        cc.destination(value, "destination")
 
 
 @pytest.mark.parametrize(
@@ -310,7 +347,7 @@ def test_originate_reads_back_exactly(
             "default",
             caller_id_name=cc.text(name, "n"),
             caller_id_number=cc.text(number, "n"),
-            variables={cc.variable_name(var_name, "v"): cc.text(var_value, "v")},
+            variables={cc.variable_name(var_name, "v", ("*",)): cc.text(var_value, "v")},
         )
     except cc.ArgumentError:
         return

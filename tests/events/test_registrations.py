@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from event_service import registrations
-from event_service.events import RegistrationEvent, classify
+from event_service.events import Owner, RegistrationEvent, classify
 from event_service.state import IndexWrite, Rules, StateChange, StateView
 from tests.events.helpers import captured
 
@@ -145,3 +145,19 @@ def test_stale_entry_is_removed_unless_a_device_backs_it() -> None:
         "Event-Subclass": "sofia::expire",
         "cti-reason": "reconcile",
     }
+
+
+@pytest.mark.parametrize("mode", ["false", "contact", "true"])
+def test_devices_of_one_extension_match_its_whole_user_and_domain(mode: str) -> None:
+    """A plain-extension key holds every domain's devices of that extension: the ones of
+    1000@a.example are not those of 1000@a.example.org (a prefix of the id is no match)."""
+    node = "10.0.0.1:8021"
+    mine = registrations.device_id(
+        mode, node, "internal", Owner("1000", "a.example"), "sip:c", "id1"
+    )
+    other = registrations.device_id(
+        mode, node, "internal", Owner("1000", "a.example.org"), "sip:c", "id2"
+    )
+    device = registrations.Device(node=node, at=1, value={})
+    devices = {mine: device, other: device}
+    assert list(registrations.devices_of(devices, "1000", "A.example")) == [mine]
