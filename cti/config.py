@@ -79,6 +79,18 @@ class GrpcSettings:
     tls_key: str = ""
     scopes: Mapping[str, TokenScope] = field(default_factory=dict, repr=False)
     """token -> its limits, for the tokens configured as objects (others: full access)."""
+    advertise: str = ""
+    """Event service: where the other replicas reach this API (host:port) to forward call
+    control to the node this replica holds; empty = :attr:`reachable_at` decides."""
+
+    @property
+    def reachable_at(self) -> str:
+        """``advertise``, else ``listen`` unless that is a wildcard (0.0.0.0, [::]), which
+        names no address another replica could dial: then empty (nothing to forward to)."""
+        if self.advertise:
+            return self.advertise
+        host, _ = split_address(self.listen)
+        return "" if is_wildcard(host) else self.listen
 
     def scope_of(self, token: str) -> TokenScope:
         return self.scopes.get(token, FULL_ACCESS)
@@ -333,6 +345,7 @@ def _grpc_settings(section: _Section, service: ServiceName) -> GrpcSettings:
         tls_cert=section.get("tls_cert", str, ""),
         tls_key=section.get("tls_key", str, ""),
         scopes=scopes,
+        advertise=_advertise(section) if service == "events" else "",
     )
     if any(not token.strip() for token in grpc.tokens):
         # An empty token would admit "authorization: Bearer" with none.
@@ -525,6 +538,32 @@ def _address(section: _Section, name: str, default: str) -> str:
     return value
 
 
+def is_wildcard(host: str) -> bool:
+    """``0.0.0.0`` / ``::`` (listen on every interface): no address to dial."""
+    try:
+        return not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _check_advertise(value: str) -> str:
+    """A dialable ``host:port`` (ValueError says why not)."""
+    host, _ = split_address(value)
+    if is_wildcard(host):
+        raise ValueError(f"{value!r} is a wildcard address: give one the other replicas can dial")
+    return value
+
+
+def _advertise(section: _Section) -> str:
+    value: str = section.get("advertise", str, "")
+    if value:
+        try:
+            _check_advertise(value)
+        except ValueError as exc:
+            section._fail(section._key("advertise"), str(exc))
+    return value
+
+
 def _network(section: _Section, name: str, value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=False))
@@ -614,6 +653,12 @@ def _apply_env(settings: Settings, env: Mapping[str, str], service: ServiceName)
         metrics_listen = events.metrics_listen
         if "CTI_METRICS_LISTEN" in env:
             metrics_listen = checked_address("CTI_METRICS_LISTEN")
+        if env.get("CTI_EVENTS_ADVERTISE"):
+            try:
+                advertise = _check_advertise(env["CTI_EVENTS_ADVERTISE"])
+            except ValueError as exc:
+                raise ConfigError(f"environment CTI_EVENTS_ADVERTISE: {exc}") from None
+            own_grpc = replace(own_grpc, advertise=advertise)
         events = replace(events, grpc=own_grpc, nodes=nodes, metrics_listen=metrics_listen)
     return replace(
         settings,
