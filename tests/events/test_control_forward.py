@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from cti.grpc_server import error_info
 from cti.v1 import call_control_pb2 as pb
 from cti.v1 import call_control_pb2_grpc
 from event_service.control_forward import FORWARDED_HEADER
+from event_service.placement import Membership
 from event_service.state import ChannelRef
 from tests.eslserver import FakeFreeSwitch
 from tests.events.helpers import inbound_call_event, registration_event, until
@@ -251,3 +253,32 @@ def test_a_forwarded_call_is_never_forwarded_again(deployment: Deployment) -> No
     with pytest.raises(grpc.RpcError) as caught:
         first.stub.Hangup(hangup, metadata=(*auth(), (FORWARDED_HEADER, "client")), timeout=30)
     assert error_info(caught.value)[1] == {"node": node, "forwarded_by": "client"}
+
+
+def test_replicas_keep_their_address_beside_their_membership(client: redis.Redis) -> None:
+    """Written with each heartbeat, removed on leave, and dropped with a member that
+    expired (a replica that died without leaving)."""
+    addresses = redis_keys.event_replica_addresses("registrations")
+
+    def member(owner: str, advertise: str, seconds: float = 30.0) -> Membership:
+        return Membership(
+            client,
+            owner,
+            ["10.0.0.1:8021"],
+            seconds,
+            registration_hash="registrations",
+            stop=threading.Event(),
+            advertise=advertise,
+        )
+
+    first, second = member("r1", "10.0.0.1:50052"), member("r2", "")
+    first.announce()
+    second.announce()
+    assert client.hgetall(addresses) == {"r1": "10.0.0.1:50052"}  # r2 advertises none
+    first.leave()
+    assert client.hgetall(addresses) == {}
+    dead = member("r3", "10.0.0.3:50052", seconds=0.05)
+    dead.announce()
+    assert client.hget(addresses, "r3") == "10.0.0.3:50052"
+    until(lambda: (second.announce(), "r3" not in second.live)[1], SETTLE, "r3 expired")
+    assert client.hgetall(addresses) == {}
