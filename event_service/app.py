@@ -158,6 +158,8 @@ def run(config: str | None) -> int:
         extra={
             "nodes": [n.address for n in settings.events.nodes],
             "grpc": settings.events.grpc.listen,
+            # where the other replicas forward call control for this one's nodes
+            "advertise": settings.events.grpc.reachable_at or "none (wildcard listen)",
             "metrics": settings.events.metrics_listen,
         },
     )
