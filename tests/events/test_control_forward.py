@@ -116,8 +116,11 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
                 "reconcile_interval": 0,
                 "registration_key": "extension@domain",
                 "grpc": {
-                    "tokens": [TOKEN, {"token": TENANT, "name": "tenant", "domains": [domain]}]
-                    + extra
+                    "tokens": [
+                        TOKEN,
+                        {"token": TENANT, "name": "tenant", "domains": [domain]},
+                        *extra,
+                    ]
                 },
             }
             process, _ = stack.enter_context(
@@ -204,8 +207,8 @@ def test_the_holders_errors_reach_the_client_unchanged(deployment: Deployment) -
     assert forwarded[2] == "FREESWITCH_ERROR"
     assert forwarded[3]["freeswitch_reply"] == "Operation failed"
     assert forwarded == described(failure(holder.stub.Hold, hold))
-    kill, hold = f"uuid_kill {uuid} NORMAL_CLEARING", f"uuid_hold {uuid}"
-    assert deployment.jobs(node) == [kill, kill, hold, hold]
+    kill, held = f"uuid_kill {uuid} NORMAL_CLEARING", f"uuid_hold {uuid}"
+    assert deployment.jobs(node) == [kill, kill, held, held]
 
 
 def test_the_holder_checks_the_callers_token_again(deployment: Deployment) -> None:
