@@ -194,19 +194,17 @@ def test_the_holders_errors_reach_the_client_unchanged(deployment: Deployment) -
     deployment.start_call(node, uuid, "1000", A)
     deployment.fs[node].api_replies["uuid_kill"] = "-ERR No such channel!\n"
     deployment.fs[node].api_replies["uuid_hold"] = "-ERR Operation failed\n"
-    hangup = pb.HangupRequest(channel=f"channels/{uuid}")
-    forwarded = described(failure(other.stub.Hangup, hangup))
-    assert forwarded[0] == grpc.StatusCode.NOT_FOUND
-    assert forwarded[2] == "CHANNEL_NOT_FOUND"
-    assert forwarded[3]["freeswitch_reply"] == "No such channel!"
-    assert forwarded == described(failure(holder.stub.Hangup, hangup))
-
-    hold = pb.HoldRequest(channel=f"channels/{uuid}")
-    forwarded = described(failure(other.stub.Hold, hold))
-    assert forwarded[0] == grpc.StatusCode.FAILED_PRECONDITION
-    assert forwarded[2] == "FREESWITCH_ERROR"
-    assert forwarded[3]["freeswitch_reply"] == "Operation failed"
-    assert forwarded == described(failure(holder.stub.Hold, hold))
+    cases = [
+        ("Hangup", pb.HangupRequest, grpc.StatusCode.NOT_FOUND, "CHANNEL_NOT_FOUND"),
+        ("Hold", pb.HoldRequest, grpc.StatusCode.FAILED_PRECONDITION, "FREESWITCH_ERROR"),
+    ]
+    replies = {"Hangup": "No such channel!", "Hold": "Operation failed"}
+    for method, request_type, code, reason in cases:
+        request = request_type(channel=f"channels/{uuid}")
+        forwarded = described(failure(getattr(other.stub, method), request))
+        assert (forwarded[0], forwarded[2]) == (code, reason)
+        assert forwarded[3]["freeswitch_reply"] == replies[method]
+        assert forwarded == described(failure(getattr(holder.stub, method), request))
     kill, held = f"uuid_kill {uuid} NORMAL_CLEARING", f"uuid_hold {uuid}"
     assert deployment.jobs(node) == [kill, kill, held, held]
 
