@@ -357,7 +357,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
     def _link(self, node: str, context: Any) -> NodeLink:
         link = self.links.get(node)
         if link is None or not link.connected.is_set():
-            raise self.forwarder.route(node, context)  # raises Forward to another replica's
+            raise self.forwarder.route(node, context)  # or Forward: another replica holds it
         return link
 
     def _context(self, requested: str) -> str:

@@ -210,7 +210,11 @@ def forwarding(method: Method) -> Method:
         try:
             return method(servicer, request, context, scope, audit)
         except Forward as forward:
+            audit.pop("uuid", None)  # a uuid chosen here is never dialled: the holder picks
             audit["forwarded_to"] = forward.metadata["holder"]
-            return servicer.forwarder.relay(method.__name__, request, context, forward)
+            response = servicer.forwarder.relay(method.__name__, request, context, forward)
+            if getattr(response, "uuid", ""):
+                audit["uuid"] = response.uuid
+            return response
 
     return cast(Method, forwarding_method)

@@ -7,10 +7,12 @@ holder (token and scopes), and is never forwarded twice."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,6 +45,7 @@ def auth(token: str = TOKEN) -> tuple[tuple[str, str]]:
 @dataclass
 class Replica:
     process: subprocess.Popen[bytes]
+    log: Path
     address: str
     stub: call_control_pb2_grpc.CallControlServiceStub
 
@@ -123,18 +126,23 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
                     ]
                 },
             }
-            process, _ = stack.enter_context(
+            process, log = stack.enter_context(
                 event_service_process(redis_url, nodes, grpc_port=port, events=events)
             )
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
             stack.callback(channel.close)
             stub = call_control_pb2_grpc.CallControlServiceStub(channel)
-            replicas.append(Replica(process, f"127.0.0.1:{port}", stub))
+            replicas.append(Replica(process, log, f"127.0.0.1:{port}", stub))
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         stack.callback(client.close)
         built = Deployment(fs, replicas, client)
         until(lambda: _each_consumes_one(built), SETTLE, "each replica consuming one node")
         yield built
+
+
+def logged(replica: Replica, key: str, value: str) -> bool:
+    """The replica's audit log has a call-control line with ``key`` = ``value``."""
+    return f'"{key}": "{value}"' in replica.log.read_text()
 
 
 def failure(call: Any, request: Any, token: str = TOKEN) -> grpc.RpcError:
@@ -164,6 +172,12 @@ def test_hangup_and_originate_sent_to_the_other_replica_reach_the_node(
         assert response.channel == f"channels/{uuid}"
         assert response.reply == "+OK"
         assert deployment.jobs(node) == [f"uuid_kill {uuid} NORMAL_CLEARING"]
+        holder = deployment.holder(node)
+        for replica, end, peer in (
+            (other, "forwarded_to", holder),
+            (holder, "forwarded_by", other),
+        ):
+            until(functools.partial(logged, replica, end, deployment.replica_id(peer)), SETTLE, end)
 
         deployment.register(node, f"200{node}", A)
         request = pb.OriginateRequest(
