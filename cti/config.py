@@ -287,10 +287,17 @@ def _directory_settings(section: _Section) -> DirectorySettings:
         section,
         defaults,
         http=_read_section(HttpSettings, section, "http", defaults.http),
-        grpc=_grpc_settings(section.section("grpc"), defaults.grpc),
+        grpc=_directory_grpc(section.section("grpc"), defaults.grpc),
     )
     section.close()
     return settings
+
+
+def _directory_grpc(section: _Section, defaults: GrpcSettings) -> GrpcSettings:
+    """The directory API forwards nothing: ``advertise`` is the event service's alone."""
+    if "advertise" in section.data:
+        section._fail(section._key("advertise"), "unknown setting (misspelt?)")
+    return _grpc_settings(section, defaults)
 
 
 def _grpc_settings(section: _Section, defaults: GrpcSettings) -> GrpcSettings:

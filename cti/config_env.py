@@ -16,7 +16,15 @@ from typing import Any
 
 from cti.addresses import split_address
 from cti.redis_client import check_url, with_password
-from cti.settings import ConfigError, EslNode, ServiceName, Settings, address, networks
+from cti.settings import (
+    ConfigError,
+    EslNode,
+    ServiceName,
+    Settings,
+    address,
+    advertised_address,
+    networks,
+)
 
 BOTH: tuple[ServiceName, ...] = ("directory", "events")
 
@@ -61,6 +69,9 @@ ENV_OVERRIDES = (
     ),
     EnvOverride("CTI_EVENTS_GRPC_LISTEN", ("events", "grpc", "listen"), address, ("events",)),
     EnvOverride("CTI_METRICS_LISTEN", ("events", "metrics_listen"), address, ("events",)),
+    EnvOverride(
+        "CTI_EVENTS_ADVERTISE", ("events", "grpc", "advertise"), advertised_address, ("events",)
+    ),
 )
 
 

@@ -158,3 +158,11 @@ def event_replicas(registration_hash: str) -> str:
     announcement expires, ms in Redis's clock); nodes are shared among them
     (``event_service.placement``). ``cti:events:replicas`` or ``{X}:events:replicas``."""
     return f"{_events_prefix(registration_hash)}:replicas"
+
+
+def event_replica_addresses(registration_hash: str) -> str:
+    """Hash: replica id -> the host:port its gRPC API is reachable at (``events.grpc.
+    advertise``), written with its announcement, removed when it leaves or expires; call
+    control forwarded to a node's holder dials it (``event_service.control_forward``).
+    ``cti:events:replicas:grpc`` or ``{X}:events:replicas:grpc``."""
+    return f"{_events_prefix(registration_hash)}:replicas:grpc"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Literal
 
-from cti.addresses import split_address
+from cti.addresses import is_wildcard, split_address
 
 ServiceName = Literal["directory", "events"]
 
@@ -120,6 +120,17 @@ def recordings_path(value: str) -> str:
     return value
 
 
+def advertised_address(value: str) -> str:
+    """A dialable ``host:port`` (empty: not set)."""
+    if value:
+        host, _ = split_address(value)
+        if is_wildcard(host):
+            raise ValueError(
+                f"{value!r} is a wildcard address: give one the other replicas can dial"
+            )
+    return value
+
+
 def variable_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
     """Channel-variable names or ``prefix*`` (the call-control allowlist)."""
     for value in values:
@@ -182,6 +193,18 @@ class GrpcSettings:
     tls_key: str = ""
     scopes: Mapping[str, TokenScope] = field(default_factory=dict, repr=False)
     """token -> its limits, for the tokens configured as objects (others: full access)."""
+    advertise: str = setting("", check=advertised_address)
+    """Event service: where the other replicas reach this API (host:port) to forward call
+    control to the node this replica holds; empty = :attr:`reachable_at` decides."""
+
+    @property
+    def reachable_at(self) -> str:
+        """``advertise``, else ``listen`` unless that is a wildcard (0.0.0.0, [::]), which
+        names no address another replica could dial: then empty (nothing to forward to)."""
+        if self.advertise:
+            return self.advertise
+        host, _ = split_address(self.listen)
+        return "" if is_wildcard(host) else self.listen
 
     def scope_of(self, token: str) -> TokenScope:
         return self.scopes.get(token, FULL_ACCESS)

@@ -43,6 +43,7 @@ class EventService:
             events.lease_seconds,
             registration_hash=events.registration.hash,
             stop=self.stop_event,
+            advertise=events.grpc.reachable_at,
         )
         self.workers = [
             NodeWorker(
@@ -89,7 +90,9 @@ class EventService:
 
     def start(self) -> None:
         # Bind first: a taken port refuses the start before any FreeSWITCH is touched.
-        self.grpc_server = _grpc_server(self.settings, {w.address: w for w in self.workers})
+        self.grpc_server = _grpc_server(
+            self.settings, {w.address: w for w in self.workers}, self.owner
+        )
         self.membership.start()
         for worker in self.workers:
             worker.start()
@@ -113,7 +116,7 @@ class EventService:
         self.client.close()
 
 
-def _grpc_server(settings: Settings, links: dict[str, NodeWorker]) -> Any:
+def _grpc_server(settings: Settings, links: dict[str, NodeWorker], replica: str) -> Any:
     """The read/watch and call-control API (``event_service.grpc_api``, built separately);
     call control reaches FreeSWITCH through the node workers (``links``)."""
     try:
@@ -121,7 +124,7 @@ def _grpc_server(settings: Settings, links: dict[str, NodeWorker]) -> Any:
     except ImportError as exc:
         log.warning("gRPC API not available", extra={"error": str(exc)})
         return None
-    return grpc_api.create_grpc_server(settings, links=links)
+    return grpc_api.create_grpc_server(settings, links=links, replica=replica)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,6 +158,8 @@ def run(config: str | None) -> int:
         extra={
             "nodes": [n.address for n in settings.events.nodes],
             "grpc": settings.events.grpc.listen,
+            # where the other replicas forward call control for this one's nodes
+            "advertise": settings.events.grpc.reachable_at or "none (wildcard listen)",
             "metrics": settings.events.metrics_listen,
         },
     )

@@ -5,7 +5,8 @@ and hands it as a bgapi job to that node's worker (:mod:`event_service.control_j
 Routing uses what the event service already keeps in Redis: a channel's node from the
 channels index (``{calls}:channels``), an extension's from the registration devices index
 (the most recently registered device). Only nodes whose event socket this replica holds can
-be reached (``links``); another replica's node is UNAVAILABLE here (NODE_NOT_CONNECTED).
+be reached (``links``); a call for another replica's node is re-issued to that replica
+(:mod:`event_service.control_forward`).
 
 Every call is logged (who = the token's name, what, which channel/extension, the outcome;
 never a token or a password) and counted (``cti_call_control_total``).
@@ -34,6 +35,7 @@ from cti.grpc_server import TokenTable, caller_scope, check_domain
 from cti.v1 import call_control_pb2, call_control_pb2_grpc
 from event_service import control_commands as cc
 from event_service import metrics, registrations
+from event_service.control_forward import Forwarder, forwarding
 from event_service.control_jobs import ABANDONED, LOST, NOT_SENT, Job, JobQueue
 from event_service.state import ChannelRef
 from event_service.state_views import split_key
@@ -133,6 +135,7 @@ RpcMethod = Callable[["CallControlServicer", Any, Any], Any]
 
 def _audited(method: ScopedMethod) -> RpcMethod:
     """Log and count every call with its outcome (the method records its subject)."""
+    method = forwarding(method)  # another replica's node: the call is re-issued there
     name = method.__name__
 
     @functools.wraps(method)
@@ -173,11 +176,13 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         settings: EventSettings,
         links: Mapping[str, NodeLink],
         tokens: TokenTable,
+        replica: str = "",
     ) -> None:
         self.client = client
         self.settings = settings
         self.links = links
         self.tokens = tokens
+        self.forwarder = Forwarder(client, settings, replica, DEFAULT_TIMEOUT)
         self.channels_key = redis_keys.call_channels(settings.call.hash)
         self.devices_key = redis_keys.registration_devices(settings.registration.hash)
 
@@ -349,15 +354,10 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             )
         return latest.node
 
-    def _link(self, node: str) -> NodeLink:
+    def _link(self, node: str, context: Any) -> NodeLink:
         link = self.links.get(node)
         if link is None or not link.connected.is_set():
-            raise ApiError(
-                grpc.StatusCode.UNAVAILABLE,
-                "NODE_NOT_CONNECTED",
-                f"FreeSWITCH {node} is not connected to this event-service replica",
-                metadata={"node": node},
-            )
+            raise self.forwarder.route(node, context)  # or Forward: another replica holds it
         return link
 
     def _context(self, requested: str, scope: TokenScope) -> str:
@@ -399,7 +399,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     def _send(self, node: str, job: Job, context: Any) -> float:
         """Queue ``job`` on the node; wait for FreeSWITCH to accept it. The seconds left."""
-        link = self._link(node)
+        link = self._link(node, context)
         deadline = time.monotonic() + _timeout(context)
         link.jobs.put(job)
         if not job.wait_accepted(max(0.0, deadline - time.monotonic())):
@@ -468,6 +468,8 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         (the call's outcome shows in Watch). ``request_id`` makes it idempotent."""
         new_uuid = str(uuid_module.uuid4())
         audit.update(node=node, uuid=new_uuid)
+        if node not in self.links or not self.links[node].connected.is_set():
+            self.forwarder.route(node, context)  # Forward before claiming the request_id
         reservation = None
         if request.request_id:
             request_id = _checked("request_id", cc.request_id, request.request_id)
@@ -628,8 +630,9 @@ def register(
     client: redis.Redis,
     settings: EventSettings,
     links: Mapping[str, NodeLink],
+    replica: str = "",
 ) -> None:
     servicer = CallControlServicer(
-        client, settings, links, TokenTable(settings.grpc.tokens, settings.grpc.scopes)
+        client, settings, links, TokenTable(settings.grpc.tokens, settings.grpc.scopes), replica
     )
     call_control_pb2_grpc.add_CallControlServiceServicer_to_server(servicer, server)

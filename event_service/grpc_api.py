@@ -319,11 +319,14 @@ def create_grpc_server(
     settings: Settings,
     client: redis.Redis | None = None,
     links: Mapping[str, control.NodeLink] | None = None,
+    replica: str = "",
 ) -> grpc.Server:
     """The event service's gRPC server, bound to ``settings.events.grpc.listen``, not started.
 
     It also serves ``cti.v1.CallControlService`` (:mod:`event_service.control`) over the
-    node workers in ``links`` (node address -> worker; none = every node UNAVAILABLE).
+    node workers in ``links`` (node address -> worker; none = every node UNAVAILABLE),
+    forwarding calls for other nodes to the replica that holds them (this one is
+    ``replica``, the id its node leases carry).
 
     ``server.stop(grace)`` (or :func:`cti.lifecycle.serving`) first ends the
     Watch streams with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
@@ -337,7 +340,7 @@ def create_grpc_server(
 
     def register(server: grpc.Server) -> None:
         events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
-        control.register(server, redis_conn, settings.events, links or {})
+        control.register(server, redis_conn, settings.events, links or {}, replica)
 
     server = build_server(
         settings.events.grpc,

@@ -9,7 +9,9 @@ shares are even and a replica's arrival or departure moves only the nodes it mus
 replica consumes only its own nodes (the node lease still arbitrates the moment two
 views differ) and releases, after applying what it read, the ones that move away.
 A replica that dies without leaving disappears from the set after ``lease_seconds``, when
-its node leases have lapsed too.
+its node leases have lapsed too. Beside its membership each replica keeps the address its
+gRPC API is reachable at (``events.grpc.advertise``; a hash, same heartbeat, same expiry),
+so call control for a node can be forwarded to its holder (``control_forward``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,21 @@ _ANNOUNCE = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl = tonumber(ARGV[2])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+for _, member in ipairs(expired) do
+    redis.call('HDEL', KEYS[2], member)
+end
 if ARGV[3] == '1' then
     redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[1])
     redis.call('PEXPIRE', KEYS[1], ttl * 2)
+    if ARGV[4] ~= '' then
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+        redis.call('PEXPIRE', KEYS[2], ttl * 2)
+    end
 else
     redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('HDEL', KEYS[2], ARGV[1])
 end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
@@ -80,6 +91,7 @@ class Membership(threading.Thread):
         *,
         registration_hash: str,
         stop: threading.Event,
+        advertise: str = "",
     ) -> None:
         super().__init__(name="replica-membership", daemon=True)
         self.client = client
@@ -87,6 +99,8 @@ class Membership(threading.Thread):
         self.nodes = tuple(nodes)
         self.ttl_ms = max(1, int(seconds * 1000))
         self.key = redis_keys.event_replicas(registration_hash)
+        self.addresses_key = redis_keys.event_replica_addresses(registration_hash)
+        self.advertise = advertise
         self.ready = threading.Event()
         self.stop_event = stop
         self._announce = client.register_script(_ANNOUNCE)
@@ -112,7 +126,8 @@ class Membership(threading.Thread):
     def announce(self, present: bool = True) -> None:
         """One heartbeat (or, with ``present=False``, the leave): recompute the share."""
         raw = self._announce(
-            keys=[self.key], args=[self.owner, self.ttl_ms, "1" if present else "0"]
+            keys=[self.key, self.addresses_key],
+            args=[self.owner, self.ttl_ms, "1" if present else "0", self.advertise],
         )
         live = tuple(sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw))
         placed = assign(self.nodes, live) if present else {}

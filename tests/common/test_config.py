@@ -57,6 +57,9 @@ def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ('{"directory": {"http": {"allow": ["10.0.0.0/33"]}}}', "directory.http.allow"),
         ('{"directory": {"http": {"max_body_bytes": 0}}}', "must be a positive integer"),
         ('{"events": {"nodes": [{"port": 8021}]}}', "events.nodes[0].host: is required"),
+        ('{"events": {"grpc": {"advertise": "10.0.0.5"}}}', "events.grpc.advertise"),
+        ('{"events": {"grpc": {"advertise": "0.0.0.0:50052"}}}', "is a wildcard address"),
+        ('{"directory": {"grpc": {"advertise": "10.0.0.5:1"}}}', "unknown setting"),
         ("[]", "the top level must be an object"),
     ],
 )
@@ -121,6 +124,24 @@ def test_per_service_listen_variables_keep_the_two_services_apart() -> None:
     assert events.events.metrics_listen == "127.0.0.1:9103"
     with pytest.raises(ConfigError, match="CTI_METRICS_LISTEN"):
         load_settings(SEED_DIR / "cti.json", env={"CTI_METRICS_LISTEN": "x"}, service="events")
+
+
+def test_advertised_grpc_address_of_an_event_replica(tmp_path: Path) -> None:
+    """Where the other replicas forward call control: advertise, else a dialable listen."""
+
+    def reachable(text: str, env: dict[str, str]) -> str:
+        settings = load_settings(write(tmp_path, text), env=env, service="events")
+        return settings.events.grpc.reachable_at
+
+    assert reachable("{}", {}) == "127.0.0.1:50052"
+    assert reachable('{"events": {"grpc": {"listen": "0.0.0.0:50052"}}}', {}) == ""
+    assert reachable('{"events": {"grpc": {"listen": "[::]:50052"}}}', {}) == ""
+    wildcard = '{"events": {"grpc": {"listen": "0.0.0.0:50052", "advertise": "10.0.0.5:50052"}}}'
+    assert reachable(wildcard, {}) == "10.0.0.5:50052"
+    assert reachable(wildcard, {"CTI_EVENTS_ADVERTISE": "[fd00::5]:50052"}) == "[fd00::5]:50052"
+    for bad in ("10.0.0.5", "0.0.0.0:50052", "[::]:1"):
+        with pytest.raises(ConfigError, match="CTI_EVENTS_ADVERTISE"):
+            reachable("{}", {"CTI_EVENTS_ADVERTISE": bad})
 
 
 def test_bad_environment_value_is_named() -> None:

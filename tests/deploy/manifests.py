@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -83,12 +84,23 @@ def probes(container: Doc) -> Iterator[tuple[str, Doc]]:
             yield kind, container[kind]
 
 
+POD_IP_STAND_IN = "10.244.1.7"
+"""What ``fieldRef: status.podIP`` stands for in :func:`env_for_code`."""
+
+
 def env_for_code(container: Doc) -> dict[str, str]:
-    """The environment the process would see, with a stand-in for each Secret value."""
+    """The environment the process would see, with a stand-in for each Secret value and
+    the pod's IP, and ``$(VAR)`` expanded from the variables defined before (as the
+    kubelet does)."""
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
-            env[item["name"]] = str(item["value"])
+            env[item["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), str(item["value"])
+            )
+        elif "fieldRef" in item["valueFrom"]:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", item
+            env[item["name"]] = POD_IP_STAND_IN
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = f"secret-{ref['key']}"

@@ -22,6 +22,7 @@ from event_service import status_http
 from tests.deploy.manifests import (
     K8S,
     OVERLAYS,
+    POD_IP_STAND_IN,
     Doc,
     Rendered,
     container_ports,
@@ -194,12 +195,32 @@ def test_env_vars_are_ones_the_code_reads(rendered: Rendered) -> None:
     for deployment in _our_deployments(rendered):
         (container,) = containers(deployment)
         defined: set[str] = set()
+        expanded = {
+            used
+            for item in container["env"]
+            for used in re.findall(r"\$\((\w+)\)", str(item.get("value", "")))
+        }
         for item in container["env"]:
             name = item["name"]
-            assert name in PYTHON_ENV or f'"{name}"' in source, f"nothing reads {name}"
+            read = name in PYTHON_ENV or f'"{name}"' in source or name in expanded
+            assert read, f"nothing reads {name}"
             for used in re.findall(r"\$\((\w+)\)", str(item.get("value", ""))):
                 assert used in defined, f"{name} uses $({used}) before it is defined"
             defined.add(name)
+
+
+def test_event_replicas_advertise_their_pod_ip_and_grpc_port(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    """Call control forwarded between replicas dials the advertised address: the pod's
+    own IP (not the Service, which may pick any replica) and its gRPC container port."""
+    events = rendered.one("Deployment", "cti-events")
+    (container,) = containers(events)
+    config = _config_for(rendered, events, container, tmp_path)
+    settings = load_settings(config, env_for_code(container), "events")
+    assert settings.events.grpc.reachable_at == (
+        f"{POD_IP_STAND_IN}:{container_ports(events)['grpc']}"
+    )
 
 
 def test_secret_refs_exist_and_are_documented(rendered: Rendered) -> None:
