@@ -552,11 +552,51 @@ def test_a_request_id_still_being_dialled_is_not_replayed(cluster: Cluster) -> N
     assert len(jobs.taken) == 1
 
 
+class CallsWatch:
+    """A Watch of the calls, as a desk client runs it: every change, in order, as
+    (name, notify, the current call's Caller-Callee-ID-Number)."""
+
+    def __init__(self, stub: events_pb2_grpc.EventServiceStub) -> None:
+        request = events_pb2.WatchRequest(kinds=[events_pb2.WATCH_KIND_EXTENSION_CALLS])
+        self.call = stub.Watch(request, metadata=auth())
+        self.seen: list[tuple[str, str, str]] = []
+        self.live = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+        until(self.live.is_set, what="the Watch snapshot")
+
+    def _follow(self) -> None:
+        try:
+            for response in self.call:
+                for event in response.events:
+                    if event.type == events_pb2.WatchEvent.TYPE_SNAPSHOT_COMPLETE:
+                        self.live.set()
+                    elif event.type == events_pb2.WatchEvent.TYPE_UPSERT:
+                        record = event.extension_calls
+                        current = [c for c in record.calls if c.uuid == record.current]
+                        callee = (
+                            current[0].fields.get("Caller-Callee-ID-Number", "") if current else ""
+                        )
+                        self.seen.append((event.name, record.notify, callee))
+        except grpc.RpcError:
+            return  # cancelled at the end of the test
+
+    def states(self, name: str) -> list[tuple[str, str]]:
+        """The (notify, callee) steps of one extension, repeats folded."""
+        steps: list[tuple[str, str]] = []
+        for seen_name, notify, callee in list(self.seen):
+            if seen_name == name and (not steps or steps[-1] != (notify, callee)):
+                steps.append((notify, callee))
+        return steps
+
+
 def test_click_to_dial_state_from_ringing_to_hangup(cluster: Cluster) -> None:
     """The agent's leg is a ``callout``; after the bridge it names the party it is
-    connected to (CHANNEL_BRIDGE / CALL_UPDATE update the fields)."""
+    connected to (CHANNEL_BRIDGE / CALL_UPDATE update the fields). A Watch client sees
+    both legs from ringing to hang-up, with the right parties."""
     cluster.register(0, "1000", A)
     cluster.register(0, "1001", A)
+    watch = CallsWatch(cluster.events)
     leg = cluster.stub.Originate(_originate(), metadata=auth()).uuid
     b_leg = CALL_B
     agent = {
@@ -585,10 +625,15 @@ def test_click_to_dial_state_from_ringing_to_hangup(cluster: Cluster) -> None:
         what="agent's record names the callee",
     )
     assert cluster.record(f"1000@{A}")["notify"] == "answer"
-    for uuid, headers in ((b_leg, callee), (leg, agent)):
+    for uuid, headers in ((b_leg, callee), (leg, bridged)):  # as FreeSWITCH has them now
         cluster.channel_event(0, "CHANNEL_HANGUP_COMPLETE", uuid, **headers)
     until(lambda: cluster.record(f"1000@{A}").get("notify") == "hangup", what="hung up")
     until(lambda: cluster.record(f"1001@{A}").get("notify") == "hangup", what="hung up")
+    agent_steps = [("callout", "1000"), ("answer", "1000"), ("answer", "1001"), ("hangup", "1001")]
+    until(lambda: watch.states(f"calls/1000@{A}") == agent_steps, what="the agent's leg watched")
+    callee_steps = [("callin", ""), ("hangup", "")]
+    until(lambda: watch.states(f"calls/1001@{A}") == callee_steps, what="the callee watched")
+    watch.call.cancel()
 
 
 def test_after_a_transfer_the_remaining_party_names_the_new_one(cluster: Cluster) -> None:
