@@ -237,3 +237,38 @@ def test_an_unnamed_token_is_named_by_its_place_not_by_its_value(tmp_path: Path)
     name = settings.events.grpc.scope_of(token).name
     assert name == "tokens[1]"
     assert hashlib.sha256(token.encode()).hexdigest()[:8] not in name
+
+
+def test_tenant_writes_default_to_safe_names_and_refuse_ones_freeswitch_acts_on(
+    tmp_path: Path,
+) -> None:
+    defaults = load_settings(write(tmp_path, "{}"), env={}).directory.tenant_writes
+    assert "password" in defaults.params and "dial-string" not in defaults.params
+    assert "outbound_caller_id_*" in defaults.variables
+    assert "user_context" not in defaults.variables and defaults.templates == ()
+    text = (
+        '{"directory": {"tenant_writes": {"params": ["vm-*"], "variables": ["crm_*"],'
+        ' "attributes": [], "templates": ["agents"]}}}'
+    )
+    policy = load_settings(write(tmp_path, text), env={}).directory.tenant_writes
+    assert (policy.params, policy.variables, policy.attributes, policy.templates) == (
+        ("vm-*",),
+        ("crm_*",),
+        (),
+        ("agents",),
+    )
+    for key, bad in (
+        ("variables", '"user_context"'),
+        ("variables", '"api_*"'),
+        ("variables", '"a*"'),  # covers api_on_answer
+        ("variables", '"execute_on_answer"'),
+        ("variables", '"my_hangup_hook"'),
+        ("variables", '"*"'),
+        ("params", '"dial string"'),
+        ("templates", '"a/b"'),
+    ):
+        text = f'{{"directory": {{"tenant_writes": {{"{key}": [{bad}]}}}}}}'
+        with pytest.raises(ConfigError, match=rf"directory\.tenant_writes\.{key}: "):
+            load_settings(write(tmp_path, text), env={})
+    with pytest.raises(ConfigError, match=r"directory\.tenant_writes\.domains: unknown"):
+        load_settings(write(tmp_path, '{"directory": {"tenant_writes": {"domains": []}}}'), env={})
