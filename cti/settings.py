@@ -193,6 +193,19 @@ def param_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+NEVER_FOR_TENANT_PARAMS = ("dial-string", "allow-empty-password")
+"""Params no tenant may set: a ``dial-string`` says where calls to the user go (any
+gateway, at the operator's cost), ``allow-empty-password`` drops authentication."""
+
+
+def tenant_param_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in param_patterns(values):
+        covered = [n for n in NEVER_FOR_TENANT_PARAMS if matches_pattern(n, (value,))]
+        if covered:
+            raise ValueError(f"{value!r} would let tenant tokens set {covered[0]!r}")
+    return values
+
+
 def template_ids(values: tuple[str, ...]) -> tuple[str, ...]:
     for value in values:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
@@ -297,7 +310,7 @@ class TenantWriteSettings:
     (``directory.tenant_writes``; docs/directory.md "Tenant tokens"). Full-access tokens
     are not limited. Names are exact or ``prefix*``; an empty list allows none."""
 
-    params: tuple[str, ...] = setting(DEFAULT_TENANT_PARAMS, check=param_patterns)
+    params: tuple[str, ...] = setting(DEFAULT_TENANT_PARAMS, check=tenant_param_patterns)
     variables: tuple[str, ...] = setting(DEFAULT_TENANT_VARIABLES, check=tenant_variable_patterns)
     attributes: tuple[str, ...] = setting(DEFAULT_TENANT_ATTRIBUTES, check=param_patterns)
     templates: tuple[str, ...] = setting((), check=template_ids)

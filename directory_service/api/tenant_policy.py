@@ -21,7 +21,12 @@ import grpc
 
 from cti.api_errors import ApiError, FieldViolation
 from cti.directory_entry import DirectoryEntry
-from cti.settings import TenantWriteSettings, matches_pattern, never_for_tenants
+from cti.settings import (
+    NEVER_FOR_TENANT_PARAMS,
+    TenantWriteSettings,
+    matches_pattern,
+    never_for_tenants,
+)
 from cti.text import excerpt
 from directory_service.api.errors import invalid_argument
 from directory_service.api.passwords import PASSWORD
@@ -54,8 +59,11 @@ def _path(field: str, section: str, key: str) -> str:
 
 def _allowed(policy: TenantWriteSettings, section: str, key: str) -> bool:
     patterns: tuple[str, ...] = getattr(policy, section)
+    # Never these, even if a pattern covers them (the start-up check refuses most).
     if section == "variables" and never_for_tenants(key):
-        return False  # even if a pattern covers it (the start-up check refuses most)
+        return False
+    if section == "params" and key in NEVER_FOR_TENANT_PARAMS:
+        return False
     return matches_pattern(key, patterns)
 
 

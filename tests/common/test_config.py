@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cti.config import ConfigError, Settings, load_settings, parse_settings
+from cti.config import ConfigError, Settings, TenantWriteSettings, load_settings, parse_settings
 from cti.config_env import ENV_OVERRIDES
 from tests.support import REPO, SEED_DIR
 
@@ -36,6 +36,8 @@ def test_shipped_config_loads_with_loopback_defaults() -> None:
     assert settings.directory.http.listen == "127.0.0.1:8080"
     assert settings.directory.grpc.listen == "127.0.0.1:50051"
     assert settings.events.grpc.listen == "127.0.0.1:50052"
+    # cti.json spells out the tenant-write defaults: the documented list is the real one.
+    assert settings.directory.tenant_writes == TenantWriteSettings()
 
 
 def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,6 +267,8 @@ def test_tenant_writes_default_to_safe_names_and_refuse_ones_freeswitch_acts_on(
         ("variables", '"my_hangup_hook"'),
         ("variables", '"*"'),
         ("params", '"dial string"'),
+        ("params", '"dial-*"'),
+        ("params", '"allow-empty-password"'),
         ("templates", '"a/b"'),
     ):
         text = f'{{"directory": {{"tenant_writes": {{"{key}": [{bad}]}}}}}}'
