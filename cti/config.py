@@ -41,6 +41,7 @@ from cti.settings import (
     ServiceName,
     Settings,
     Spec,
+    TenantWriteSettings,
     TokenScope,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "PublishTarget",
     "ServiceName",
     "Settings",
+    "TenantWriteSettings",
     "TokenScope",
     "load_settings",
     "parse_settings",
@@ -288,6 +290,9 @@ def _directory_settings(section: _Section) -> DirectorySettings:
         defaults,
         http=_read_section(HttpSettings, section, "http", defaults.http),
         grpc=_directory_grpc(section.section("grpc"), defaults.grpc),
+        tenant_writes=_read_section(
+            TenantWriteSettings, section, "tenant_writes", defaults.tenant_writes
+        ),
     )
     section.close()
     return settings

@@ -139,6 +139,80 @@ def variable_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def matches_pattern(name: str, patterns: tuple[str, ...]) -> bool:
+    """``name`` is one of ``patterns``: exact names, or prefixes ending in ``*``."""
+    return any(
+        name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
+        for pattern in patterns
+    )
+
+
+NEVER_FOR_TENANTS = (
+    "api_on_answer",
+    "api_hangup_hook",
+    "execute_on_answer",
+    "exec_after_bridge_app",
+    "user_context",
+    "sip_route_uri",
+    "transfer_after_bridge",
+)
+"""Variables FreeSWITCH acts on (run an API command or application, pick the dialplan or
+the route): ``directory.tenant_writes`` may not allow them, nor patterns covering them."""
+
+
+def never_for_tenants(name: str) -> bool:
+    """A variable no tenant may set: runs something (``api_*``, ``exec*``, ``*_on_*``,
+    ``*hook*``) or sends calls elsewhere (``user_context``, ``sip_route_uri``, ...)."""
+    lowered = name.lower()
+    return (
+        lowered.startswith(("api_", "exec"))
+        or "_on_" in lowered
+        or "hook" in lowered
+        or lowered in NEVER_FOR_TENANTS
+    )
+
+
+def tenant_variable_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Variable patterns a tenant token may write: never one that covers a variable
+    FreeSWITCH runs or routes by (:func:`never_for_tenants`)."""
+    for value in variable_patterns(values):
+        covered = [n for n in NEVER_FOR_TENANTS if matches_pattern(n, (value,))]
+        if covered or never_for_tenants(value.rstrip("*")):
+            raise ValueError(
+                f"{value!r} would let tenant tokens set {covered[0] if covered else value!r}, "
+                "which FreeSWITCH acts on (runs a command or application, or routes the call)"
+            )
+    return values
+
+
+def param_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Directory param (or attribute) names or ``prefix*``."""
+    for value in values:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.:+-]{0,127}\*?", value):
+            raise ValueError(f"{value!r} is not a param name or a name prefix followed by *")
+    return values
+
+
+NEVER_FOR_TENANT_PARAMS = ("dial-string", "allow-empty-password")
+"""Params no tenant may set: a ``dial-string`` says where calls to the user go (any
+gateway, at the operator's cost), ``allow-empty-password`` drops authentication."""
+
+
+def tenant_param_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in param_patterns(values):
+        covered = [n for n in NEVER_FOR_TENANT_PARAMS if matches_pattern(n, (value,))]
+        if covered:
+            raise ValueError(f"{value!r} would let tenant tokens set {covered[0]!r}")
+    return values
+
+
+def template_ids(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+            raise ValueError(f"{value!r} is not a template id")
+    return values
+
+
 def not_negative(value: float) -> float:
     if value < 0:
         raise ValueError("must be 0 (off) or positive")
@@ -210,12 +284,46 @@ class GrpcSettings:
         return self.scopes.get(token, FULL_ACCESS)
 
 
+DEFAULT_TENANT_PARAMS = (
+    "password",
+    "a1-hash",
+    "vm-password",
+    "vm-enabled",
+    "vm-mailto",
+    "vm-notify-mailto",
+    "vm-email-all-messages",
+    "vm-attach-file",
+    "vm-keep-local-after-email",
+)
+DEFAULT_TENANT_VARIABLES = (
+    "effective_caller_id_name",
+    "effective_caller_id_number",
+    "outbound_caller_id_*",
+    "callgroup",
+)
+DEFAULT_TENANT_ATTRIBUTES = ("number-alias",)
+
+
+@dataclass(frozen=True)
+class TenantWriteSettings:
+    """What a domain-limited token may write into its extensions and domain settings
+    (``directory.tenant_writes``; docs/directory.md "Tenant tokens"). Full-access tokens
+    are not limited. Names are exact or ``prefix*``; an empty list allows none."""
+
+    params: tuple[str, ...] = setting(DEFAULT_TENANT_PARAMS, check=tenant_param_patterns)
+    variables: tuple[str, ...] = setting(DEFAULT_TENANT_VARIABLES, check=tenant_variable_patterns)
+    attributes: tuple[str, ...] = setting(DEFAULT_TENANT_ATTRIBUTES, check=param_patterns)
+    templates: tuple[str, ...] = setting((), check=template_ids)
+    """Shared templates a tenant may attach to (or detach from) its extensions."""
+
+
 @dataclass(frozen=True)
 class DirectorySettings:
     http: HttpSettings = HttpSettings()
     grpc: GrpcSettings = GrpcSettings(DEFAULT_GRPC_LISTEN["directory"])
     cache: bool = True
     store_a1_hash: bool = False
+    tenant_writes: TenantWriteSettings = TenantWriteSettings()
     default_domain_params: Mapping[str, str] = setting(
         factory=lambda: {"dial-string": DEFAULT_DIAL_STRING}
     )

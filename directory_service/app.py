@@ -70,6 +70,7 @@ def create_grpc_server(settings: Settings, **options: Any) -> grpc.Server:
         store,
         settings.directory.store_a1_hash,
         TokenTable(grpc_settings.tokens, grpc_settings.scopes),
+        settings.directory.tenant_writes,
     )
     options.setdefault(
         "options",

@@ -16,11 +16,11 @@ import grpc
 from google.protobuf import empty_pb2
 
 from cti.api_errors import ApiError
-from cti.config import TokenScope
+from cti.config import TenantWriteSettings, TokenScope
 from cti.directory_entry import DirectoryEntry
 from cti.grpc_server import TokenTable, caller_scope, check_domain
 from cti.v1 import directory_pb2, directory_pb2_grpc
-from directory_service.api import messages, validation
+from directory_service.api import messages, tenant_policy, validation
 from directory_service.api.errors import invalid_argument
 from directory_service.api.passwords import A1_HASH, SECRET_PARAMS, generate_password, secret_params
 from directory_service.api.store import DirectoryStore
@@ -35,6 +35,12 @@ SETTINGS_PATHS = ("params", "variables", "attributes")
 DOMAIN_PATHS = ("params", "variables")
 
 Context = Any  # grpc.ServicerContext (grpc ships no type stubs)
+Guard = Callable[[DirectoryEntry | None, DirectoryEntry | None], None]
+"""Judges a write from the old entry to the new one (None: absent); raises to refuse."""
+
+
+def _unguarded(old: DirectoryEntry | None, new: DirectoryEntry | None) -> None:
+    return None
 
 
 def _deadline(context: Context) -> float | None:
@@ -44,11 +50,16 @@ def _deadline(context: Context) -> float | None:
 
 class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(
-        self, store: DirectoryStore, store_a1_hash: bool, tokens: TokenTable | None = None
+        self,
+        store: DirectoryStore,
+        store_a1_hash: bool,
+        tokens: TokenTable | None = None,
+        tenant_writes: TenantWriteSettings | None = None,
     ) -> None:
         self.store = store
         self.store_a1_hash = store_a1_hash
         self.tokens = tokens or TokenTable((), {})
+        self.tenant_writes = tenant_writes or TenantWriteSettings()
 
     # -- token scopes: a domain-limited token works only on its domains -------------------
 
@@ -57,6 +68,17 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         if domain != validation.ALL_DOMAINS:
             check_domain(scope, domain)
         return scope
+
+    def _guard(self, scope: TokenScope, field: str) -> Guard:
+        """What a write with this token may change (:mod:`.tenant_policy`): anything for a
+        token not limited to domains."""
+        if not scope.domains:
+            return _unguarded
+
+        def guard(old: DirectoryEntry | None, new: DirectoryEntry | None) -> None:
+            tenant_policy.check_write(self.tenant_writes, scope.name, old, new, field)
+
+        return guard
 
     def _all_domains(self, context: Context, what: str) -> TokenScope:
         """Templates are shared by every domain: only an unlimited token may write them."""
@@ -129,9 +151,10 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.CreateExtensionRequest, context: Context
     ) -> directory_pb2.Extension:
         domain = validation.parse_domain_name(request.parent, "parent")
-        self._allow(context, domain)
+        scope = self._allow(context, domain)
         extension_id = validation.check_extension_id(request.extension_id, "extension_id")
         entry, generated = self._new_extension(domain, extension_id, request.extension, "extension")
+        self._guard(scope, "extension")(None, entry)
         (stored,) = self.store.create_extensions(
             domain, [(extension_id, entry)], _deadline(context)
         )
@@ -141,7 +164,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.BatchCreateExtensionsRequest, context: Context
     ) -> directory_pb2.BatchCreateExtensionsResponse:
         domain = validation.parse_domain_name(request.parent, "parent")
-        self._allow(context, domain)
+        scope = self._allow(context, domain)
         has_range = request.HasField("range")
         if has_range == bool(request.requests):
             raise invalid_argument("requests", "give either requests or range (exactly one)")
@@ -150,6 +173,12 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             if has_range
             else self._listed_items(domain, request)
         )
+        if scope.domains:
+            # A range's entries differ only in their generated (letters and digits) secret.
+            checked = items[:1] if has_range else items
+            for index, (_, entry, _) in enumerate(checked):
+                field = "range.prototype" if has_range else f"requests[{index}].extension"
+                self._guard(scope, field)(None, entry)
         stored = self.store.create_extensions(
             domain, [(i, e) for i, e, _ in items], _deadline(context)
         )
@@ -208,7 +237,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     ) -> directory_pb2.Extension:
         message = request.extension
         domain, extension_id = validation.parse_extension_name(message.name, "extension.name")
-        self._allow(context, domain)
+        guard = self._guard(self._allow(context, domain), "extension")
         paths = messages.mask_paths(request.update_mask.paths, message, EXTENSION_PATHS)
         incoming = messages.entry_from_message(message, "extension", with_template=True)
         validation.check_extension_input(incoming, "extension")
@@ -223,6 +252,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
             if secret is not None:
                 new = messages.with_secret(new, secret)
             validation.check_extension(new, "extension")
+            guard(old, new)
             return new
 
         stored = self.store.update_extension(
@@ -279,7 +309,7 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         paths = messages.mask_paths(request.update_mask.paths, message, SETTINGS_PATHS)
         incoming = messages.entry_from_message(message, "extension_template")
         change = self._settings_change(
-            incoming, paths, validation.check_template, "extension_template"
+            incoming, paths, validation.check_template, "extension_template", _unguarded
         )
         stored = self.store.update_template(template, change, message.etag, _deadline(context))
         return messages.template_message(stored)
@@ -298,10 +328,12 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         paths: list[str],
         check: Callable[[DirectoryEntry, str], None],
         field: str,
+        guard: Guard,
     ) -> Callable[[DirectoryEntry], DirectoryEntry]:
         def change(old: DirectoryEntry) -> DirectoryEntry:
             new = messages.apply_mask(old, incoming, paths)
             check(new, field)
+            guard(old, new)
             return new
 
         return change
@@ -332,9 +364,10 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.CreateDomainRequest, context: Context
     ) -> directory_pb2.Domain:
         domain = validation.check_domain(request.domain_id, "domain_id")
-        self._allow(context, domain)
+        scope = self._allow(context, domain)
         entry = messages.entry_from_message(request.domain, "domain")
         validation.check_domain_settings(entry, "domain")
+        self._guard(scope, "domain")(None, entry)
         return messages.domain_message(self.store.create_domain(domain, entry, _deadline(context)))
 
     def UpdateDomain(
@@ -342,10 +375,12 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
     ) -> directory_pb2.Domain:
         message = request.domain
         domain = validation.parse_domain_name(message.name, "domain.name")
-        self._allow(context, domain)
+        guard = self._guard(self._allow(context, domain), "domain")
         paths = messages.mask_paths(request.update_mask.paths, message, DOMAIN_PATHS)
         incoming = messages.entry_from_message(message, "domain")
-        change = self._settings_change(incoming, paths, validation.check_domain_settings, "domain")
+        change = self._settings_change(
+            incoming, paths, validation.check_domain_settings, "domain", guard
+        )
         stored = self.store.update_domain(domain, change, message.etag, _deadline(context))
         return messages.domain_message(stored)
 
@@ -353,6 +388,9 @@ class DirectoryApi(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.DeleteDomainRequest, context: Context
     ) -> empty_pb2.Empty:
         domain = validation.parse_domain_name(request.name, "name")
-        self._allow(context, domain)
-        self.store.delete_domain(domain, request.etag, _deadline(context))
+        guard = self._guard(self._allow(context, domain), "domain")
+        # Deleting settings removes each of their keys (an operator's user_context too).
+        self.store.delete_domain(
+            domain, request.etag, _deadline(context), check=lambda old: guard(old, None)
+        )
         return empty_pb2.Empty()

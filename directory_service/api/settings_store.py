@@ -236,7 +236,14 @@ class SettingsStore(StoreBase):
         assert new is not None
         return StoredDomain(domain, new, etag_of(new.to_json().encode()), count)
 
-    def delete_domain(self, domain: str, etag: str = "", deadline: float | None = None) -> None:
+    def delete_domain(
+        self,
+        domain: str,
+        etag: str = "",
+        deadline: float | None = None,
+        check: Callable[[DirectoryEntry], None] | None = None,
+    ) -> None:
+        """``check(stored settings)`` may refuse the deletion by raising."""
         name = domain_name(domain)
         count = int(self.client.hlen(redis_keys.extensions(domain)))
         if count:
@@ -250,5 +257,7 @@ class SettingsStore(StoreBase):
             if raw is None:
                 raise errors.not_found("domain", name)
             check_etag(name, etag, raw)
+            if check is not None:
+                check(parse_stored(name, raw, (redis_keys.DOMAINS, domain)))
 
         self._write_settings("domain", redis_keys.DOMAINS, domain, name, decide, deadline)

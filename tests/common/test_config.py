@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cti.config import ConfigError, Settings, load_settings, parse_settings
+from cti.config import ConfigError, Settings, TenantWriteSettings, load_settings, parse_settings
 from cti.config_env import ENV_OVERRIDES
 from tests.support import REPO, SEED_DIR
 
@@ -36,6 +36,8 @@ def test_shipped_config_loads_with_loopback_defaults() -> None:
     assert settings.directory.http.listen == "127.0.0.1:8080"
     assert settings.directory.grpc.listen == "127.0.0.1:50051"
     assert settings.events.grpc.listen == "127.0.0.1:50052"
+    # cti.json spells out the tenant-write defaults: the documented list is the real one.
+    assert settings.directory.tenant_writes == TenantWriteSettings()
 
 
 def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,3 +239,40 @@ def test_an_unnamed_token_is_named_by_its_place_not_by_its_value(tmp_path: Path)
     name = settings.events.grpc.scope_of(token).name
     assert name == "tokens[1]"
     assert hashlib.sha256(token.encode()).hexdigest()[:8] not in name
+
+
+def test_tenant_writes_default_to_safe_names_and_refuse_ones_freeswitch_acts_on(
+    tmp_path: Path,
+) -> None:
+    defaults = load_settings(write(tmp_path, "{}"), env={}).directory.tenant_writes
+    assert "password" in defaults.params and "dial-string" not in defaults.params
+    assert "outbound_caller_id_*" in defaults.variables
+    assert "user_context" not in defaults.variables and defaults.templates == ()
+    text = (
+        '{"directory": {"tenant_writes": {"params": ["vm-*"], "variables": ["crm_*"],'
+        ' "attributes": [], "templates": ["agents"]}}}'
+    )
+    policy = load_settings(write(tmp_path, text), env={}).directory.tenant_writes
+    assert (policy.params, policy.variables, policy.attributes, policy.templates) == (
+        ("vm-*",),
+        ("crm_*",),
+        (),
+        ("agents",),
+    )
+    for key, bad in (
+        ("variables", '"user_context"'),
+        ("variables", '"api_*"'),
+        ("variables", '"a*"'),  # covers api_on_answer
+        ("variables", '"execute_on_answer"'),
+        ("variables", '"my_hangup_hook"'),
+        ("variables", '"*"'),
+        ("params", '"dial string"'),
+        ("params", '"dial-*"'),
+        ("params", '"allow-empty-password"'),
+        ("templates", '"a/b"'),
+    ):
+        text = f'{{"directory": {{"tenant_writes": {{"{key}": [{bad}]}}}}}}'
+        with pytest.raises(ConfigError, match=rf"directory\.tenant_writes\.{key}: "):
+            load_settings(write(tmp_path, text), env={})
+    with pytest.raises(ConfigError, match=r"directory\.tenant_writes\.domains: unknown"):
+        load_settings(write(tmp_path, '{"directory": {"tenant_writes": {"domains": []}}}'), env={})

@@ -38,9 +38,11 @@ class Api:
         return getattr(self.stub, method)(request, metadata=metadata, timeout=10, **kwargs)
 
 
-def start_api(redis_url: str, store_a1_hash: bool = False) -> tuple[grpc.Server, Api]:
+def start_api(
+    redis_url: str, store_a1_hash: bool = False, tenant_writes: dict[str, Any] | None = None
+) -> tuple[grpc.Server, Api]:
     port = free_port()
-    document = {
+    document: dict[str, Any] = {
         "redis": {"url": redis_url},
         "directory": {
             "store_a1_hash": store_a1_hash,
@@ -54,6 +56,8 @@ def start_api(redis_url: str, store_a1_hash: bool = False) -> tuple[grpc.Server,
             },
         },
     }
+    if tenant_writes is not None:
+        document["directory"]["tenant_writes"] = tenant_writes
     settings = parse_settings(json.dumps(document))
     server = create_grpc_server(settings)
     server.start()
