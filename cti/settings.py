@@ -1,10 +1,8 @@
 """The typed settings of both services, each declared once: its type, its default, its
 check. :mod:`cti.config` reads them from ``cti.json`` and the environment (the file key is
-the field's name unless :func:`setting` says otherwise).
-
-A check takes the value as read (already of the declared type) and returns it, possibly
-normalised, or raises ``ValueError`` saying what is wrong; the file reader reports that
-with the file, line and key, the environment reader with the variable's name. Pure: no I/O.
+the field's name unless :func:`setting` says otherwise). A check takes the value as read
+and returns it, possibly normalised, or raises ``ValueError`` saying what is wrong; the
+readers add the file, line and key, or the variable's name. Pure: no I/O.
 """
 
 from __future__ import annotations
