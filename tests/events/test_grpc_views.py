@@ -9,7 +9,7 @@ import pytest
 
 from cti.api_errors import ApiError
 from cti.v1 import events_pb2
-from event_service.state_views import (
+from event_service.api.messages import (
     StateFilter,
     decode_page_token,
     encode_page_token,
@@ -18,7 +18,7 @@ from event_service.state_views import (
     page_size,
     registration_message,
 )
-from event_service.watch import (
+from event_service.api.watch import (
     Change,
     Snapshot,
     UpsertCache,

@@ -24,19 +24,26 @@ import redis
 
 from cti.backoff import Backoff
 from cti.config import EslNode, EventSettings
-from event_service import metrics, reconcile
-from event_service.control_jobs import JobQueue
-from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
-from event_service.events import (
+from event_service import metrics
+from event_service.ingest import reconcile
+from event_service.ingest.control_jobs import JobQueue
+from event_service.ingest.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
+from event_service.ingest.events import (
     SUBSCRIPTION,
     ChannelEvent,
     RegistrationEvent,
     classify,
 )
-from event_service.lease import Lease, LeaseKeeper
-from event_service.reconciler import ReconcileRun
-from event_service.state import ChannelGone, DeviceSync, Operation, StaleCall, StaleRegistration
-from event_service.store import LeaseLost, StateStore
+from event_service.ingest.lease import Lease, LeaseKeeper
+from event_service.ingest.reconciler import ReconcileRun
+from event_service.ingest.state import (
+    ChannelGone,
+    DeviceSync,
+    Operation,
+    StaleCall,
+    StaleRegistration,
+)
+from event_service.ingest.store import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,7 @@ POLL_RECONCILING_MS = 10
 
 
 class NodeMoved(Exception):
-    """The node is no longer in this replica's share (``event_service.placement``)."""
+    """The node is no longer in this replica's share (``event_service.ingest.placement``)."""
 
 
 RECONNECT_FIRST_SECONDS, RECONNECT_LIMIT_SECONDS = 0.2, 10.0
@@ -90,7 +97,7 @@ class NodeWorker(threading.Thread):
         # without one, every node is (a lone replica, tests of one worker).
         self.assigned = assigned or (lambda _node: True)
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.jobs = JobQueue()  # call-control bgapi jobs (event_service.control)
+        self.jobs = JobQueue()  # call-control bgapi jobs (event_service.api.control)
         self.connected = threading.Event()
         self.core_uuid = ""
         self.reconciles = 0

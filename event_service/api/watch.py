@@ -34,14 +34,14 @@ import redis
 from cti import redis_keys
 from cti.text import display_text, redis_text
 from cti.v1 import events_pb2
-from event_service import calls
-from event_service.state_views import (
+from event_service.api.messages import (
     Kind,
     StateFilter,
     extension_calls_message,
     registration_message,
     resource_name,
 )
+from event_service.ingest import calls
 
 log = logging.getLogger(__name__)
 

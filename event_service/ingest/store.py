@@ -1,7 +1,7 @@
 """Redis I/O of the event state: load what a batch touches, write its changes atomically.
 
 One :meth:`StateStore.apply` = WATCH the keys it reads (+ the node's lease), read the
-fields the batch needs, fold the batch (:mod:`event_service.state`, pure), then one
+fields the batch needs, fold the batch (:mod:`event_service.ingest.state`, pure), then one
 MULTI/EXEC with every HSET/HDEL, PUBLISH, LPUSH+LTRIM and XADD. Another replica or node
 writing the same keys in between makes EXEC fail and the batch is re-read and re-folded;
 a lease another replica holds raises :class:`LeaseLost` and writes nothing.
@@ -28,9 +28,10 @@ from cti import redis_keys
 from cti.config import EventSettings, PublishTarget
 from cti.redis_client import publish_in_transaction
 from cti.transactions import watch_transaction
-from event_service import calls, metrics, registrations
-from event_service.lease import Lease
-from event_service.state import (
+from event_service import metrics
+from event_service.ingest import calls, registrations
+from event_service.ingest.lease import Lease
+from event_service.ingest.state import (
     CallUpdate,
     ChannelRef,
     IndexWrite,

@@ -5,7 +5,7 @@ channels as json``) while the node's worker keeps applying events; the channels 
 does not know are read with ``uuid_dump`` over :data:`DUMP_CONNECTIONS` connections at
 once. The result is a list of corrections the worker merges on its own thread, leaving
 out whatever a live event touched since the reconcile began (that event is newer than
-the tables: :func:`event_service.reconcile.untouched`).
+the tables: :func:`event_service.ingest.reconcile.untouched`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cti.config import EslNode
-from event_service import reconcile
-from event_service.esl import EslConnection
-from event_service.events import ChannelEvent, classify, parse_plain
-from event_service.state import (
+from event_service.ingest import reconcile
+from event_service.ingest.esl import EslConnection
+from event_service.ingest.events import ChannelEvent, classify, parse_plain
+from event_service.ingest.state import (
     ChannelGone,
     DeviceSync,
     Operation,
     StaleCall,
     StaleRegistration,
 )
-from event_service.store import StateStore
+from event_service.ingest.store import StateStore
 
 DUMP_CONNECTIONS = 8
 """``uuid_dump`` round trips in flight at once (one connection each)."""

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from event_service import registrations
-from event_service.events import ChannelEvent, Owner
-from event_service.state import (
+from event_service.ingest import registrations
+from event_service.ingest.events import ChannelEvent, Owner
+from event_service.ingest.state import (
     ChannelGone,
     ChannelRef,
     DeviceSync,

@@ -15,7 +15,7 @@ digests, and published:
 
 - on ``cti:directory:changes``: one :class:`~cti.changes.DirectoryChange` per changed
   extension (old and new alias), template or domain setting, so every replica's
-  :class:`~event_service.flush.ChangeFlusher` flushes exactly those users on its own
+  :class:`~event_service.ingest.flush.ChangeFlusher` flushes exactly those users on its own
   FreeSWITCH nodes. More than :data:`PRECISE_MAX` extensions of a domain at once (an
   import) is one ``domain`` change instead: one whole-cache flush, not thousands;
 - on ``cti:directory:hand-writes`` (for the directory replicas,
@@ -45,7 +45,7 @@ from cti import redis_client, redis_keys
 from cti.changes import DirectoryChange
 from directory_service.lookup.notifications import NotificationRouter, merged_notify_flags
 from event_service import metrics
-from event_service.lease import Lease
+from event_service.ingest.lease import Lease
 
 log = logging.getLogger(__name__)
 
