@@ -2,7 +2,7 @@
 registration and call hashes, and Watch (snapshot + ordered changes).
 
 Thin servicer: requests are validated and converted by :mod:`event_service.api.messages`,
-Redis is read by :mod:`event_service.api.store` and :mod:`event_service.api.watch`. Auth,
+Redis is read by :mod:`event_service.api.store` and :mod:`event_service.api.change_log`. Auth,
 health, reflection, TLS and error mapping come from :mod:`cti.grpc_server`.
 
 Each Watch holds one server thread (the server is the sync ``grpc.server``), so the pool
@@ -33,6 +33,7 @@ from cti.grpc_server import (
 from cti.v1 import events_pb2, events_pb2_grpc
 from event_service import metrics
 from event_service.api import errors
+from event_service.api.change_log import ALL_KINDS, Change, ChangeLog, LogGap, parse_revision
 from event_service.api.messages import (
     Kind,
     StateFilter,
@@ -45,16 +46,7 @@ from event_service.api.messages import (
     split_key,
 )
 from event_service.api.store import StateReader
-from event_service.api.watch import (
-    ALL_KINDS,
-    Change,
-    ChangeLog,
-    LogGap,
-    UpsertCache,
-    WatchView,
-    batches,
-    parse_revision,
-)
+from event_service.api.watch import UpsertCache, WatchView, batches
 
 log = logging.getLogger(__name__)
 

@@ -254,6 +254,18 @@ class StateStore:
             )
             self._entry_bytes += (len(logged) + len(change.field) + 48 - self._entry_bytes) / 64
             position += 1
+        self._queue_hash_writes(pipe, view, finals, written)
+        return pushes, written
+
+    def _queue_hash_writes(
+        self,
+        pipe: redis.client.Pipeline,
+        view: StateView,
+        finals: dict[str, dict[str, str | None]],
+        written: dict[str, str],
+    ) -> None:
+        """One HSET/HDEL per key with its fields' last values; each changed ``calls``
+        record encoded once (into ``written`` too)."""
         for field in written:
             record = view.records.get(field)
             if record is not None:
@@ -266,7 +278,6 @@ class StateStore:
                 pipe.hset(key, mapping=sets)
             if deletes:
                 pipe.hdel(key, *deletes)
-        return pushes, written
 
     def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:
         for index, name, limit in pushes:

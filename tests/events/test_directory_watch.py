@@ -19,16 +19,16 @@ from cti.changes import DirectoryChange
 from cti.config import EslNode
 from directory_service.lookup.hand_writes import HandWrites
 from directory_service.lookup.notifications import NotificationRouter
-from event_service.ingest.directory_watch import (
+from event_service.ingest.directory_diff import (
     MAX_WAIT_SECONDS,
     PRECISE_MAX,
     WINDOW_SECONDS,
-    DirectoryWatch,
     HashScan,
     digests,
     extension_changes,
     read_due,
 )
+from event_service.ingest.directory_watch import DirectoryWatch
 from event_service.ingest.flush import ChangeFlusher
 from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch

@@ -18,7 +18,7 @@ from cti import redis_keys
 from cti.api_errors import error_info
 from cti.v1 import events_pb2
 from event_service.api import servicer
-from event_service.api.watch import ChangeLog, parse_revision
+from event_service.api.change_log import ChangeLog, parse_revision
 from event_service.app import create_grpc_server
 from tests.events.grpc_support import (
     AUTH,
