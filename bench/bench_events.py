@@ -39,8 +39,8 @@ import redis  # noqa: E402
 
 from cti import redis_keys  # noqa: E402
 from cti.config import CallTarget, EslNode, EventSettings, PublishTarget  # noqa: E402
-from event_service.events import SUBSCRIPTION  # noqa: E402
-from event_service.worker import NodeWorker  # noqa: E402
+from event_service.ingest.events import SUBSCRIPTION  # noqa: E402
+from event_service.ingest.worker import NodeWorker  # noqa: E402
 from tests.eslserver import FakeFreeSwitch, fixture_frames, frame_headers  # noqa: E402
 from tests.support import running_redis  # noqa: E402
 

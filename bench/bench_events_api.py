@@ -1,6 +1,6 @@
 """Event gRPC API throughput, each beside a raw redis-py baseline measured in the same run.
 
-The server (``event_service.grpc_api.create_grpc_server``) runs in its own process, so
+The server (``event_service.app.create_grpc_server``) runs in its own process, so
 client and server do not share a GIL; Redis is a throw-away ``redis-server``. All
 loopback. State is seed-shaped (the captured registration JSON, ~1.4 KB each).
 
@@ -44,7 +44,7 @@ Event = events_pb2.WatchEvent
 
 def serve(port: int, redis_url: str) -> None:
     """The server process: ``--serve``."""
-    from event_service.grpc_api import create_grpc_server
+    from event_service.app import create_grpc_server
 
     base = parse_settings("{}")
     settings = replace(

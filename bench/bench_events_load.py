@@ -38,9 +38,9 @@ import redis  # noqa: E402
 
 from cti import redis_keys  # noqa: E402
 from cti.config import CallTarget, EslNode, EventSettings, PublishTarget  # noqa: E402
-from event_service.esl import EslConnection  # noqa: E402
-from event_service.events import SUBSCRIPTION  # noqa: E402
-from event_service.worker import NodeWorker, _stamp  # noqa: E402
+from event_service.ingest.esl import EslConnection  # noqa: E402
+from event_service.ingest.events import SUBSCRIPTION  # noqa: E402
+from event_service.ingest.worker import NodeWorker, _stamp  # noqa: E402
 from tests.eslserver import FakeFreeSwitch, call_events, encode_event, stamped  # noqa: E402
 from tests.support import running_redis  # noqa: E402
 

@@ -47,7 +47,7 @@ WRITTEN = "1000"
 
 WATCH = """
 import sys, threading
-from event_service.directory_watch import DirectoryWatch
+from event_service.ingest.directory_watch import DirectoryWatch
 stop = threading.Event()
 watch = DirectoryWatch(sys.argv[1], "bench", 5.0, registration_hash="registrations", stop=stop)
 watch.start()

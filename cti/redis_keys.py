@@ -32,7 +32,7 @@ change event names) from writes made by hand (which invalidate the whole domain)
 
 DIRECTORY_HAND_WRITES_CHANNEL = "cti:directory:hand-writes"
 """Pub/sub, internal: the event service's directory watch tells directory replicas which
-extensions a write by hand changed (``event_service.directory_watch``,
+extensions a write by hand changed (``event_service.ingest.directory_watch``,
 ``directory_service.lookup.hand_writes``), so they re-read those instead of the whole domain."""
 
 
@@ -156,13 +156,13 @@ def control_request(call_hash: str, caller: str, request_id: str) -> str:
 def event_replicas(registration_hash: str) -> str:
     """Sorted set: the live event-service replicas (member = replica id, score = when its
     announcement expires, ms in Redis's clock); nodes are shared among them
-    (``event_service.placement``). ``cti:events:replicas`` or ``{X}:events:replicas``."""
+    (``event_service.ingest.placement``). ``cti:events:replicas`` or ``{X}:events:replicas``."""
     return f"{_events_prefix(registration_hash)}:replicas"
 
 
 def event_replica_addresses(registration_hash: str) -> str:
     """Hash: replica id -> the host:port its gRPC API is reachable at (``events.grpc.
     advertise``), written with its announcement, removed when it leaves or expires; call
-    control forwarded to a node's holder dials it (``event_service.control_forward``).
+    control forwarded to a node's holder dials it (``event_service.api.control_forward``).
     ``cti:events:replicas:grpc`` or ``{X}:events:replicas:grpc``."""
     return f"{_events_prefix(registration_hash)}:replicas:grpc"

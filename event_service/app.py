@@ -1,35 +1,106 @@
-"""Composition root of the event service: builds every part from the settings and runs
-them until SIGTERM/SIGINT."""
+"""The event service's composition root: every client, store, servicer, worker and server
+is built here from the settings, and nowhere else.
+
+:func:`run` builds :class:`EventService` (the node workers that follow FreeSWITCH, the
+membership that places nodes on replicas, the change flusher, the directory watch and the
+gRPC API), serves until SIGTERM/SIGINT, then stops the gRPC API first (Watch streams end
+with UNAVAILABLE, unary calls drain: :func:`cti.lifecycle.serving`) and the node workers
+after it, releasing their leases.
+"""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import Any
 
+import grpc
 import redis
 
 from cti import redis_client
-from cti.config import Settings, load_settings
-from cti.logs import configure_logging
-from cti.startup import refuse_to_start, report_redis
-from event_service import keyspace, metrics, status_http
-from event_service.directory_watch import DirectoryWatch
-from event_service.flush import ChangeFlusher
-from event_service.lease import replica_id
-from event_service.placement import Membership
-from event_service.worker import NodeWorker
+from cti.config import Settings
+from cti.grpc_server import TokenTable, build_server
+from cti.lifecycle import serving
+from cti.startup import report_redis
+from cti.v1 import call_control_pb2_grpc, events_pb2_grpc
+from event_service import metrics, status_http
+from event_service.api import control
+from event_service.api.servicer import (
+    ERROR_DOMAIN,
+    KEEPALIVE_OPTIONS,
+    MAX_WORKERS,
+    SERVICE_NAME,
+    EventServicer,
+)
+from event_service.ingest import keyspace
+from event_service.ingest.directory_watch import DirectoryWatch
+from event_service.ingest.flush import ChangeFlusher
+from event_service.ingest.lease import replica_id
+from event_service.ingest.placement import Membership
+from event_service.ingest.worker import NodeWorker
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
 
 
+# ---------------------------------------------------------------------------------------
+# The gRPC API
+
+
+def create_grpc_server(
+    settings: Settings,
+    client: redis.Redis | None = None,
+    links: Mapping[str, control.NodeLink] | None = None,
+    replica: str = "",
+) -> grpc.Server:
+    """The event service's gRPC server, bound to ``settings.events.grpc.listen``, not started.
+
+    It serves ``cti.v1.EventService`` (:mod:`event_service.api.servicer`) and
+    ``cti.v1.CallControlService`` (:mod:`event_service.api.control`) over the node workers
+    in ``links`` (node address -> worker; none = every node UNAVAILABLE), forwarding calls
+    for other nodes to the replica that holds them (this one is ``replica``, the id its
+    node leases carry).
+
+    ``server.stop(grace)`` (or :func:`cti.lifecycle.serving`) first ends the Watch streams
+    with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
+    """
+    redis_conn = client if client is not None else redis_client.connect(settings.redis_url)
+    events = settings.events
+    tokens = TokenTable(events.grpc.tokens, events.grpc.scopes)
+    servicer = EventServicer(
+        redis_conn, {"registration": events.registration.hash, "call": events.call.hash}, tokens
+    )
+    call_control = control.CallControlServicer(redis_conn, events, links or {}, tokens, replica)
+
+    def register(server: grpc.Server) -> None:
+        events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
+        call_control_pb2_grpc.add_CallControlServiceServicer_to_server(call_control, server)
+
+    return build_server(
+        events.grpc,
+        [SERVICE_NAME, control.SERVICE_NAME],
+        register,
+        error_domain=ERROR_DOMAIN,
+        max_workers=MAX_WORKERS,
+        options=KEEPALIVE_OPTIONS,
+        # Endless Watch streams would otherwise hold the whole grace period and then end
+        # CANCELLED instead of UNAVAILABLE.
+        before_stop=servicer.stop_watches,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The service
+
+
 class EventService:
+    """Every part of one replica, built from the settings; :meth:`start` runs them,
+    :meth:`stop` stops the gRPC API (through :func:`cti.lifecycle.serving`), then the rest."""
+
     def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop_event = stop or threading.Event()
@@ -69,7 +140,8 @@ class EventService:
                 registration_hash=events.registration.hash,
                 stop=self.stop_event,
             )
-        self.grpc_server: Any = None
+        self.grpc_server: grpc.Server | None = None
+        self._serving = contextlib.ExitStack()
 
     def _flush_all(self, commands: Sequence[tuple[str, str]]) -> None:
         for worker in self.workers:
@@ -90,8 +162,8 @@ class EventService:
 
     def start(self) -> None:
         # Bind first: a taken port refuses the start before any FreeSWITCH is touched.
-        self.grpc_server = _grpc_server(
-            self.settings, {w.address: w for w in self.workers}, self.owner
+        self.grpc_server = create_grpc_server(
+            self.settings, links={w.address: w for w in self.workers}, replica=self.owner
         )
         self.membership.start()
         for worker in self.workers:
@@ -99,13 +171,11 @@ class EventService:
         self.flusher.start()
         if self.directory_watch is not None:
             self.directory_watch.start()
-        if self.grpc_server is not None:
-            self.grpc_server.start()
+        self._serving.enter_context(serving([self.grpc_server], GRACE_SECONDS, "gRPC API"))
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self.grpc_server is not None:
-            self.grpc_server.stop(GRACE_SECONDS).wait()
+        self._serving.close()  # the gRPC API first: Watch streams end, unary calls drain
         for worker in self.workers:
             worker.join(timeout=GRACE_SECONDS)
         self.membership.join(timeout=GRACE_SECONDS)
@@ -116,30 +186,8 @@ class EventService:
         self.client.close()
 
 
-def _grpc_server(settings: Settings, links: dict[str, NodeWorker], replica: str) -> Any:
-    """The read/watch and call-control API (``event_service.grpc_api``, built separately);
-    call control reaches FreeSWITCH through the node workers (``links``)."""
-    try:
-        from event_service import grpc_api
-    except ImportError as exc:
-        log.warning("gRPC API not available", extra={"error": str(exc)})
-        return None
-    return grpc_api.create_grpc_server(settings, links=links, replica=replica)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m event_service",
-        description="FreeSWITCH registration and call state -> Redis (and gRPC).",
-    )
-    parser.add_argument("--config", help="cti.json path (default: $CTI_CONFIG or ./cti.json)")
-    args = parser.parse_args(argv)
-    configure_logging("events")
-    return refuse_to_start("event service", lambda: run(args.config))
-
-
-def run(config: str | None) -> int:
-    settings = load_settings(config, service="events")
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM / SIGINT; the gRPC API stops first, then the node workers."""
     if redis_client.mode_of(settings.redis_url) == "cluster":
         keyspace.check_one_slot(settings.events)
     service = EventService(settings)
@@ -153,18 +201,20 @@ def run(config: str | None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     report_redis(settings.redis_url, "FreeSWITCH state is not recorded")
     service.start()
-    log.info(
-        "event service started",
-        extra={
-            "nodes": [n.address for n in settings.events.nodes],
-            "grpc": settings.events.grpc.listen,
-            # where the other replicas forward call control for this one's nodes
-            "advertise": settings.events.grpc.reachable_at or "none (wildcard listen)",
-            "metrics": settings.events.metrics_listen,
-        },
-    )
-    service.stop_event.wait()
-    service.stop()
-    status.shutdown()
+    try:
+        log.info(
+            "event service started",
+            extra={
+                "nodes": [n.address for n in settings.events.nodes],
+                "grpc": settings.events.grpc.listen,
+                # where the other replicas forward call control for this one's nodes
+                "advertise": settings.events.grpc.reachable_at or "none (wildcard listen)",
+                "metrics": settings.events.metrics_listen,
+            },
+        )
+        service.stop_event.wait()
+    finally:
+        service.stop()
+        status.shutdown()
     log.info("event service stopped")
     return 0

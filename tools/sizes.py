@@ -3,7 +3,7 @@
 A module over :data:`MAX_MODULE_LINES` or a function over :data:`MAX_FUNCTION_LINES`
 (decorators and docstring included) is printed with its size; the exit status is 1 if any
 is. Functions that only build an argument parser (``argparse`` tables) are exempt. Default
-packages: ``cti`` and ``directory_service``.
+packages: ``cti``, ``directory_service`` and ``event_service``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PACKAGES = ("cti", "directory_service")
+DEFAULT_PACKAGES = ("cti", "directory_service", "event_service")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
 

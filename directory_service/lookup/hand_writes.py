@@ -3,7 +3,7 @@
 A keyspace notification outside an API write's bracket is a write by hand: without more,
 the replica drops the whole domain and reloads it (for a 100,000-extension domain, ~36 MB
 read per replica per write). The event service's directory watch
-(``event_service.directory_watch``) re-reads such keys once for the whole deployment and
+(``event_service.ingest.directory_watch``) re-reads such keys once for the whole deployment and
 says on ``cti:directory:hand-writes`` which extensions changed:
 
 - ``{"type": "alive"}`` every second while it leads;

@@ -15,7 +15,7 @@ import redis
 from cti import redis_keys
 from directory_service.lookup.hand_writes import HandWrites
 from directory_service.lookup.notifications import NotificationRouter
-from event_service.directory_watch import DirectoryWatch
+from event_service.ingest.directory_watch import DirectoryWatch
 from tests.directory.service import Service, name_values, parse_user, running_service
 from tests.events.helpers import until
 from tests.support import RedisServer

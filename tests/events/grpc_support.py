@@ -16,7 +16,7 @@ import redis
 from cti import redis_keys
 from cti.config import GrpcSettings, Settings, parse_settings
 from cti.v1 import events_pb2_grpc
-from event_service.grpc_api import create_grpc_server
+from event_service.app import create_grpc_server
 from tests.support import SEED_DIR, free_port
 
 TOKEN = "test-token-events"

@@ -21,9 +21,9 @@ from cti.api_errors import error_info
 from cti.config import EslNode, GrpcSettings, Settings, TokenScope, parse_settings
 from cti.v1 import call_control_pb2 as pb
 from cti.v1 import call_control_pb2_grpc, events_pb2, events_pb2_grpc
-from event_service.control_jobs import Job, JobQueue
-from event_service.grpc_api import create_grpc_server
-from event_service.worker import NodeWorker
+from event_service.app import create_grpc_server
+from event_service.ingest.control_jobs import Job, JobQueue
+from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch
 from tests.events.helpers import SEED_FIELDS, inbound_call_event, registration_event, until
 from tests.support import free_port
@@ -251,7 +251,7 @@ def test_a_client_that_leaves_frees_its_wait(
     thread is not held until the deadline), and a late result is dropped."""
     cluster.start_call(0, CALL, "1000", A)
     cluster.fs[0].hold_jobs = True
-    with caplog.at_level("INFO", logger="event_service.control"):
+    with caplog.at_level("INFO", logger="event_service.api.control"):
         pending = cluster.stub.Hold.future(
             pb.HoldRequest(channel=CHANNEL), metadata=auth(), timeout=300
         )
@@ -848,7 +848,7 @@ def test_every_control_call_is_logged_without_secrets(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     cluster.start_call(0, CALL, "1000", A)
-    with caplog.at_level("INFO", logger="event_service.control"):
+    with caplog.at_level("INFO", logger="event_service.api.control"):
         cluster.stub.Hangup(pb.HangupRequest(channel=CHANNEL), metadata=auth())
         failure(cluster.stub.Hangup, pb.HangupRequest(channel=CHANNEL), token=TENANT_B)
     audits = [r for r in caplog.records if r.getMessage() == "call control"]

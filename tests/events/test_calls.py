@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from event_service import calls
-from event_service.events import ChannelEvent, classify
-from event_service.state import CallUpdate, ChannelGone, ChannelRef, Rules, StateView
+from event_service.ingest import calls
+from event_service.ingest.events import ChannelEvent, classify
+from event_service.ingest.state import CallUpdate, ChannelGone, ChannelRef, Rules, StateView
 from tests.events.helpers import A_LEG, B_LEG, SEED_FIELDS, captured
 from tests.support import SEED_DIR
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from event_service import control_commands as cc
+from event_service.api import control_commands as cc
 
 UUID = "0b7b74e2-c831-4fcf-b4c2-07630968a707"
 ESC = "\\"

@@ -1,4 +1,4 @@
-"""Call control across event-service replicas (``event_service.control_forward``): two real
+"""Call control across event-service replicas (``event_service.api.control_forward``): two real
 replica processes, two fake FreeSWITCH nodes, each replica consuming one, a real Redis.
 A call sent to the replica NOT holding the node reaches the right FreeSWITCH (the exact
 command), answers as the holder does (OK, or its error unchanged), is checked again by the
@@ -23,9 +23,9 @@ from cti import redis_keys
 from cti.api_errors import error_info
 from cti.v1 import call_control_pb2 as pb
 from cti.v1 import call_control_pb2_grpc
-from event_service.control_forward import FORWARDED_HEADER
-from event_service.placement import Membership
-from event_service.state import ChannelRef
+from event_service.api.control_forward import FORWARDED_HEADER
+from event_service.ingest.placement import Membership
+from event_service.ingest.state import ChannelRef
 from tests.eslserver import FakeFreeSwitch
 from tests.events.helpers import inbound_call_event, registration_event, until
 from tests.redis_ha.services import event_service_process

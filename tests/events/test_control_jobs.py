@@ -4,8 +4,8 @@ Job-UUID routes each result to its own waiter only."""
 
 from __future__ import annotations
 
-from event_service.control_commands import Command
-from event_service.control_jobs import ABANDONED, LOST, NOT_SENT, Job, JobQueue
+from event_service.api.control_commands import Command
+from event_service.ingest.control_jobs import ABANDONED, LOST, NOT_SENT, Job, JobQueue
 
 
 def _job() -> Job:

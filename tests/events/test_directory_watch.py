@@ -1,6 +1,7 @@
-"""Writes by hand to the directory reach FreeSWITCH's cache (``event_service.directory_watch``):
-a hand ``HSET`` of a cached user's password flushes exactly that user (and its aliases);
-an API write is not flushed twice; a 10,000-extension import is a bounded number of flushes."""
+"""Writes by hand to the directory reach FreeSWITCH's cache
+(``event_service.ingest.directory_watch``): a hand ``HSET`` of a cached user's password
+flushes exactly that user (and its aliases); an API write is not flushed twice; a
+10,000-extension import is a bounded number of flushes."""
 
 from __future__ import annotations
 
@@ -18,18 +19,18 @@ from cti.changes import DirectoryChange
 from cti.config import EslNode
 from directory_service.lookup.hand_writes import HandWrites
 from directory_service.lookup.notifications import NotificationRouter
-from event_service.directory_watch import (
+from event_service.ingest.directory_diff import (
     MAX_WAIT_SECONDS,
     PRECISE_MAX,
     WINDOW_SECONDS,
-    DirectoryWatch,
     HashScan,
     digests,
     extension_changes,
     read_due,
 )
-from event_service.flush import ChangeFlusher
-from event_service.worker import NodeWorker
+from event_service.ingest.directory_watch import DirectoryWatch
+from event_service.ingest.flush import ChangeFlusher
+from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch
 from tests.events.helpers import settings, until
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from cti.config import EslNode
-from event_service.esl import (
+from event_service.ingest.esl import (
     EslAddressRefused,
     EslConnection,
     EslCorruptFrame,
@@ -15,7 +15,7 @@ from event_service.esl import (
     EslPasswordRefused,
     EslUnavailable,
 )
-from event_service.events import SUBSCRIPTION
+from event_service.ingest.events import SUBSCRIPTION
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import captured
 

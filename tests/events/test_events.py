@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from event_service.events import (
+from event_service.ingest.events import (
     SUBSCRIPTION,
     ChannelEvent,
     Heartbeat,

@@ -9,7 +9,8 @@ import pytest
 
 from cti.api_errors import ApiError
 from cti.v1 import events_pb2
-from event_service.state_views import (
+from event_service.api.change_log import Change, Snapshot, parse_change, parse_revision
+from event_service.api.messages import (
     StateFilter,
     decode_page_token,
     encode_page_token,
@@ -18,15 +19,7 @@ from event_service.state_views import (
     page_size,
     registration_message,
 )
-from event_service.watch import (
-    Change,
-    Snapshot,
-    UpsertCache,
-    WatchView,
-    batches,
-    parse_change,
-    parse_revision,
-)
+from event_service.api.watch import UpsertCache, WatchView, batches
 from tests.events.grpc_support import registration, seed_call_record, seed_registration
 from tests.support import SEED_DIR
 

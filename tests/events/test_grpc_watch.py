@@ -17,9 +17,9 @@ import redis
 from cti import redis_keys
 from cti.api_errors import error_info
 from cti.v1 import events_pb2
-from event_service import grpc_api
-from event_service.grpc_api import create_grpc_server
-from event_service.watch import ChangeLog, parse_revision
+from event_service.api import servicer
+from event_service.api.change_log import ChangeLog, parse_revision
+from event_service.app import create_grpc_server
 from tests.events.grpc_support import (
     AUTH,
     NODE,
@@ -337,7 +337,7 @@ def _try_watch(api: EventsApi) -> bool:
 def test_watches_beyond_the_limit_are_refused(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(grpc_api, "MAX_WATCHES", 1)
+    monkeypatch.setattr(servicer, "MAX_WATCHES", 1)
     with running_api(redis_url) as api:
         first = watch(api)
         until_snapshot_complete(first)

@@ -10,7 +10,7 @@ from redis.crc import key_slot
 
 from cti import redis_keys
 from cti.config import ConfigError, EslNode, EventSettings, PublishTarget
-from event_service.keyspace import check_one_slot, event_keys
+from event_service.ingest.keyspace import check_one_slot, event_keys
 
 TWO_NODES = (EslNode("127.0.0.1", 8021), EslNode("127.0.0.2", 8021))
 

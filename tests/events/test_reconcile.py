@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from event_service import reconcile, registrations
-from event_service.events import Owner
-from event_service.state import ChannelGone, ChannelRef, Rules
+from event_service.ingest import reconcile, registrations
+from event_service.ingest.events import Owner
+from event_service.ingest.state import ChannelGone, ChannelRef, Rules
 from tests import eslserver
 
 NODE = "127.0.0.1:8021"

@@ -11,7 +11,7 @@ import redis
 
 from cti import redis_keys
 from cti.config import EslNode
-from event_service.worker import NodeWorker
+from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, call_events, stamped
 from tests.events.helpers import settings, until
 

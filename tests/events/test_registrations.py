@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from event_service import registrations
-from event_service.events import Owner, RegistrationEvent, classify
-from event_service.state import IndexWrite, Rules, StateChange, StateView
+from event_service.ingest import registrations
+from event_service.ingest.events import Owner, RegistrationEvent, classify
+from event_service.ingest.state import IndexWrite, Rules, StateChange, StateView
 from tests.events.helpers import captured
 
 NODE = "127.0.0.1:8021"
@@ -130,7 +130,7 @@ def test_damaged_device_records_read_as_empty(raw: bytes | None) -> None:
 
 
 def test_stale_entry_is_removed_unless_a_device_backs_it() -> None:
-    from event_service.state import StaleRegistration
+    from event_service.ingest.state import StaleRegistration
 
     view = fold([reg(0)])
     before = len(view.changes)

@@ -14,9 +14,9 @@ import redis
 from cti import redis_keys
 from cti.changes import DirectoryChange
 from cti.config import EslNode
-from event_service.flush import ChangeFlusher, flush_commands
-from event_service.lease import Lease
-from event_service.worker import NodeWorker
+from event_service.ingest.flush import ChangeFlusher, flush_commands
+from event_service.ingest.lease import Lease
+from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, fixture_frames
 from tests.events.helpers import captured, settings, until
 from tests.support import RedisServer
@@ -131,8 +131,8 @@ def test_lease_hands_a_node_over_when_its_replica_dies(
 
 
 def test_a_replica_that_lost_its_lease_writes_nothing(client: redis.Redis, redis_url: str) -> None:
-    from event_service.events import RegistrationEvent, classify
-    from event_service.store import LeaseLost, StateStore
+    from event_service.ingest.events import RegistrationEvent, classify
+    from event_service.ingest.store import LeaseLost, StateStore
 
     connection = redis.Redis.from_url(redis_url)
     ours = Lease(connection, "n:1", "me", 5, registration_hash="registrations")
@@ -239,7 +239,7 @@ def test_a_change_naming_an_id_with_a_line_break_cannot_inject_commands(
 
 def test_settings_modes_reach_the_store(redis_url: str) -> None:
     config = replace(settings(), multiple_registrations={"internal": "true"})
-    from event_service.store import StateStore
+    from event_service.ingest.store import StateStore
 
     connection = redis.Redis.from_url(redis_url)
     store = StateStore(connection, config, "n:1")

@@ -1,4 +1,4 @@
-"""FreeSWITCH nodes shared across event-service replicas (``event_service.placement``):
+"""FreeSWITCH nodes shared across event-service replicas (``event_service.ingest.placement``):
 12 fake nodes, 3 real replica processes. Each replica holds its share (4/4/4); one killed,
 its nodes are taken by the two others (6/6) once its lease lapses; started again, the
 shares are even again, and Redis equals what the FreeSWITCHes hold at every step."""
@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from cti import redis_keys
-from event_service.placement import assign
+from event_service.ingest.placement import assign
 from tests.eslserver import FakeFreeSwitch, call_events, stamped
 from tests.events.helpers import until
 from tests.redis_ha.services import event_service_process

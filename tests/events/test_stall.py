@@ -16,8 +16,8 @@ import redis
 
 from cti import redis_keys
 from cti.config import EslNode
-from event_service.state import Operation
-from event_service.worker import NodeWorker
+from event_service.ingest.state import Operation
+from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, call_events, stamped
 from tests.events.helpers import settings, subscriptions, until
 from tests.redis_ha.services import event_service_process

@@ -13,7 +13,7 @@ import redis
 
 from cti import redis_keys
 from cti.config import CallTarget, EslNode, EventSettings, PublishTarget
-from event_service.worker import NodeWorker
+from event_service.ingest.worker import NodeWorker
 from tests.eslserver import FakeFreeSwitch, encode_event, fixture_frames, frame_headers
 from tests.events.helpers import (
     A_LEG,

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from event_service import calls, registrations
-from event_service.events import ChannelEvent, RegistrationEvent
+from event_service.ingest import calls, registrations
+from event_service.ingest.events import ChannelEvent, RegistrationEvent
 
 Kind = Literal["registration", "call"]
 

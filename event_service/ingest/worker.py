@@ -24,19 +24,23 @@ import redis
 
 from cti.backoff import Backoff
 from cti.config import EslNode, EventSettings
-from event_service import metrics, reconcile
-from event_service.control_jobs import JobQueue
-from event_service.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
-from event_service.events import (
+from event_service import metrics
+from event_service.ingest import reconcile
+from event_service.ingest.control_jobs import JobQueue
+from event_service.ingest.esl import EslConnection, EslCorruptFrame, EslDisconnected, EslUnavailable
+from event_service.ingest.events import (
     SUBSCRIPTION,
     ChannelEvent,
     RegistrationEvent,
     classify,
 )
-from event_service.lease import Lease, LeaseKeeper
-from event_service.reconciler import ReconcileRun
-from event_service.state import ChannelGone, DeviceSync, Operation, StaleCall, StaleRegistration
-from event_service.store import LeaseLost, StateStore
+from event_service.ingest.lease import Lease
+from event_service.ingest.node_lease import NodeLease
+from event_service.ingest.reconciler import ReconcileMerge, ReconcileRun
+from event_service.ingest.state import (
+    Operation,
+)
+from event_service.ingest.store import LeaseLost, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ POLL_RECONCILING_MS = 10
 
 
 class NodeMoved(Exception):
-    """The node is no longer in this replica's share (``event_service.placement``)."""
+    """The node is no longer in this replica's share (``event_service.ingest.placement``)."""
 
 
 RECONNECT_FIRST_SECONDS, RECONNECT_LIMIT_SECONDS = 0.2, 10.0
@@ -90,17 +94,14 @@ class NodeWorker(threading.Thread):
         # without one, every node is (a lone replica, tests of one worker).
         self.assigned = assigned or (lambda _node: True)
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.jobs = JobQueue()  # call-control bgapi jobs (event_service.control)
+        self.jobs = JobQueue()  # call-control bgapi jobs (event_service.api.control)
         self.connected = threading.Event()
         self.core_uuid = ""
         self.reconciles = 0
         self._warned: set[str] = set()
         self._flush_missed = False
-        self._keeper: LeaseKeeper | None = None
-        self._run: ReconcileRun | None = None
-        self._again = False
-        self._touched_uuids: set[str] = set()
-        self._touched_keys: set[str] = set()
+        self.held = NodeLease(self.lease, stop)
+        self._reconcile = ReconcileMerge(lambda: ReconcileRun(self.node, self.connect, self.store))
         self._pending_since = 0.0
         metrics.OLDEST_UNAPPLIED.labels(self.address).set_function(self.oldest_unapplied)
         metrics.declare_node(self.address)
@@ -108,7 +109,7 @@ class NodeWorker(threading.Thread):
     @property
     def holding(self) -> bool:
         """This replica holds the node's lease (it consumes the node, or tries to)."""
-        return self._keeper is not None
+        return self.held.holding
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -116,11 +117,11 @@ class NodeWorker(threading.Thread):
         backoff = Backoff(RECONNECT_FIRST_SECONDS, RECONNECT_LIMIT_SECONDS)
         while not self.stop_event.is_set():
             try:
-                if self._keeper is not None and not self.assigned(self.address):
-                    self._hand_over()  # not connected now (between retries): just release
+                if self.held.holding and not self.assigned(self.address):
+                    self.held.hand_over()  # not connected now (between retries): just release
                     continue
-                if self._keeper is None and (
-                    not self.assigned(self.address) or not self._take_lease()
+                if not self.held.holding and (
+                    not self.assigned(self.address) or not self.held.take()
                 ):
                     self.stop_event.wait(self.lease.renew_interval)
                     continue
@@ -143,9 +144,9 @@ class NodeWorker(threading.Thread):
                 self._once("reply", f"FreeSWITCH's tables unreadable ({exc}), retrying")
                 self.stop_event.wait(backoff.next())
             except LeaseLost as lost:
-                self._give_up_lease(lost.holder)
+                self.held.give_up(lost.holder)
             except NodeMoved:
-                self._hand_over()
+                self.held.hand_over()
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.labels("worker").inc()
                 self._once("redis", f"cannot reach Redis ({exc.__class__.__name__}), retrying")
@@ -153,50 +154,7 @@ class NodeWorker(threading.Thread):
             except Exception:
                 log.exception("node worker failed; restarting it", extra={"node": self.address})
                 self.stop_event.wait(backoff.next())
-        if self._keeper is not None:
-            self._keeper.cancel()
-            self._keeper = None
-        with contextlib.suppress(redis.RedisError):
-            self.lease.release()
-        metrics.LEASE_HELD.labels(self.address).set(0)
-
-    def _take_lease(self) -> bool:
-        """Take the node's lease and start renewing it on its own thread."""
-        if not self.lease.acquire():
-            return False
-        log.info("consuming FreeSWITCH node (taken over)", extra={"node": self.address})
-        metrics.LEASE_ACQUIRED.labels(self.address).inc()
-        metrics.NODE_MOVES.labels(self.address, "taken").inc()
-        metrics.LEASE_HELD.labels(self.address).set(1)
-        self._keeper = LeaseKeeper(self.lease, self.stop_event)
-        self._keeper.start()
-        return True
-
-    def _give_up_lease(self, holder: str) -> None:
-        log.warning(
-            "lease held by another replica (%s): stopped consuming this node",
-            holder or "unknown",
-            extra={"node": self.address, "holder": holder},
-        )
-        if self._keeper is not None:
-            self._keeper.cancel()
-            self._keeper = None
-        metrics.LEASE_HELD.labels(self.address).set(0)
-
-    def _hand_over(self) -> None:
-        """The node moved to another replica's share: release its lease at once (what was
-        read is applied), so the new owner takes it without waiting for it to lapse."""
-        if self._keeper is not None:
-            self._keeper.cancel()
-            self._keeper = None
-        with contextlib.suppress(redis.RedisError):
-            self.lease.release()
-        metrics.LEASE_HELD.labels(self.address).set(0)
-        metrics.NODE_MOVES.labels(self.address, "released").inc()
-        log.info(
-            "released FreeSWITCH node: it moved to another replica's share",
-            extra={"node": self.address},
-        )
+        self.held.release()
 
     def _check_placement(self, conn: EslConnection) -> None:
         """Raise :class:`NodeMoved` once the node left this replica's share, after a final
@@ -210,12 +168,6 @@ class NodeWorker(threading.Thread):
         if batch:
             self.process(batch, conn)
         raise NodeMoved(self.address)
-
-    def _check_lease(self) -> None:
-        """Raise :class:`LeaseLost` once the keeper found another replica holding it."""
-        keeper = self._keeper
-        if keeper is not None and keeper.lost.is_set():
-            raise LeaseLost(self.address, keeper.holder)
 
     def _once(self, outage: str, message: str) -> None:
         """Log an outage when it starts, not at every retry (cleared once connected)."""
@@ -240,7 +192,7 @@ class NodeWorker(threading.Thread):
             conn.subscribe(SUBSCRIPTION)
             metrics.RECONNECTS.labels(self.address).inc()
             self.core_uuid = ""
-            self._run = None
+            self._reconcile.run = None
             self.start_reconcile()
             self._read_loop(conn, backoff)
         finally:
@@ -264,14 +216,14 @@ class NodeWorker(threading.Thread):
         next_reconcile = last_event + interval
         while not self.stop_event.is_set():
             self._send_commands(conn)
-            self._check_lease()
+            self.held.check()
             self._check_placement(conn)
             if self._merge_reconcile() and not self.connected.is_set():
                 self._connected(backoff)
             if interval and time.monotonic() >= next_reconcile:
                 self.start_reconcile()
                 next_reconcile = time.monotonic() + interval
-            headers = conn.receive(POLL_MS if self._run is None else POLL_RECONCILING_MS)
+            headers = conn.receive(POLL_MS if self._reconcile.run is None else POLL_RECONCILING_MS)
             if headers is None:
                 if time.monotonic() - last_event > self.settings.heartbeat_timeout:
                     raise EslDisconnected(f"no event for {self.settings.heartbeat_timeout}s")
@@ -340,12 +292,10 @@ class NodeWorker(threading.Thread):
             kinds[headers.get("Event-Subclass", name) if name == "CUSTOM" else name] += 1
             if isinstance(event, ChannelEvent):
                 ops.append(event)
-                if self._run is not None:
-                    self._touched_uuids.add(event.uuid)
+                self._reconcile.touched_channel(event.uuid)
             elif isinstance(event, RegistrationEvent):
                 ops.append(event)
-                if self._run is not None:
-                    self._touched_keys.add(event.owner.key(self.settings.key_with_domain))
+                self._reconcile.touched_registration(event.owner.key(self.settings.key_with_domain))
             elif name == "BACKGROUND_JOB":
                 self.jobs.finish(headers.get("Job-UUID", ""), headers.get("_body", ""))
         self._apply(ops)
@@ -371,8 +321,8 @@ class NodeWorker(threading.Thread):
             metrics.RESTARTS.labels(self.address).inc()
             self._apply(ops)
             self.core_uuid = core
-            if self._run is not None:
-                self._run.discard = True  # it may have read the tables before the restart
+            if self._reconcile.run is not None:
+                self._reconcile.run.discard = True  # it may have read the tables before the restart
             self.start_reconcile()
             return []
         if core:
@@ -389,33 +339,21 @@ class NodeWorker(threading.Thread):
     def start_reconcile(self) -> None:
         """Read FreeSWITCH's tables beside the event stream (one run at a time: asked for
         during a run, another starts when it is merged)."""
-        if self._run is not None:
-            self._again = True
-            return
-        self._again = False
-        self._touched_uuids, self._touched_keys = set(), set()
-        self._run = ReconcileRun(self.node, self.connect, self.store)
-        self._run.start()
+        self._reconcile.start()
 
     def _merge_reconcile(self) -> bool:
         """Apply a finished reconcile's corrections (minus what live events changed since
         it began); ``True`` when one was merged."""
-        run = self._run
-        if run is None or not run.done.is_set():
+        merged = self._reconcile.finished()
+        if merged is None:
             return False
-        self._run = None
-        if run.error is not None:
-            raise run.error
-        if run.discard:
-            self.start_reconcile()
-            return False
-        found = run.corrections
-        ops = reconcile.untouched(found.operations, self._touched_uuids, self._touched_keys)
-        self._touched_uuids, self._touched_keys = set(), set()
+        found, ops = merged
         for start in range(0, len(ops), RECONCILE_CHUNK):
-            self._check_lease()
+            self.held.check()
             self._apply(ops[start : start + RECONCILE_CHUNK])
-        self._count_corrections(ops)
+        for (kind, op_name), count in reconcile.correction_counts(ops).items():
+            if count:
+                metrics.RECONCILE_CORRECTIONS.labels(self.address, kind, op_name).inc(count)
         self.reconciles += 1
         log.info(
             "reconciled with FreeSWITCH",
@@ -426,22 +364,5 @@ class NodeWorker(threading.Thread):
                 "corrections": len(ops),
             },
         )
-        if self._again:
-            self.start_reconcile()
+        self._reconcile.start_if_asked()
         return True
-
-    def _count_corrections(self, ops: Sequence[Operation]) -> None:
-        counts: Counter[tuple[str, str]] = Counter()
-        for op in ops:
-            if isinstance(op, DeviceSync):
-                counts["registration", "delete"] += len(op.remove)
-                counts["registration", "set"] += len(op.add)
-            elif isinstance(op, ChannelGone):
-                counts["call", "delete"] += 1
-            elif isinstance(op, ChannelEvent):
-                counts["call", "set"] += 1
-            elif isinstance(op, StaleRegistration | StaleCall):
-                counts["stale", "delete"] += 1
-        for (kind, op_name), count in counts.items():
-            if count:
-                metrics.RECONCILE_CORRECTIONS.labels(self.address, kind, op_name).inc(count)

@@ -5,7 +5,7 @@ channels as json``) while the node's worker keeps applying events; the channels 
 does not know are read with ``uuid_dump`` over :data:`DUMP_CONNECTIONS` connections at
 once. The result is a list of corrections the worker merges on its own thread, leaving
 out whatever a live event touched since the reconcile began (that event is newer than
-the tables: :func:`event_service.reconcile.untouched`).
+the tables: :func:`event_service.ingest.reconcile.untouched`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cti.config import EslNode
-from event_service import reconcile
-from event_service.esl import EslConnection
-from event_service.events import ChannelEvent, classify, parse_plain
-from event_service.state import (
+from event_service.ingest import reconcile
+from event_service.ingest.esl import EslConnection
+from event_service.ingest.events import ChannelEvent, classify, parse_plain
+from event_service.ingest.state import (
     ChannelGone,
     DeviceSync,
     Operation,
     StaleCall,
     StaleRegistration,
 )
-from event_service.store import StateStore
+from event_service.ingest.store import StateStore
 
 DUMP_CONNECTIONS = 8
 """``uuid_dump`` round trips in flight at once (one connection each)."""
@@ -106,6 +106,58 @@ class ReconcileRun(threading.Thread):
             registrations=len(live_regs),
             channels=len(live_channels),
         )
+
+
+class ReconcileMerge:
+    """The worker's side of reconcile: one run at a time beside the event stream (one
+    asked for during a run starts when it is merged), and what live events touched since
+    it began, left out of its corrections (those events are newer than its tables)."""
+
+    def __init__(self, new_run: Callable[[], ReconcileRun]) -> None:
+        self._new_run = new_run
+        self.run: ReconcileRun | None = None
+        self._again = False
+        self._touched_uuids: set[str] = set()
+        self._touched_keys: set[str] = set()
+
+    def start(self) -> None:
+        if self.run is not None:
+            self._again = True
+            return
+        self._again = False
+        self._touched_uuids, self._touched_keys = set(), set()
+        self.run = self._new_run()
+        self.run.start()
+
+    def start_if_asked(self) -> None:
+        """After a merge: the run asked for during the merged one."""
+        if self._again:
+            self.start()
+
+    def touched_channel(self, uuid: str) -> None:
+        if self.run is not None:
+            self._touched_uuids.add(uuid)
+
+    def touched_registration(self, key: str) -> None:
+        if self.run is not None:
+            self._touched_keys.add(key)
+
+    def finished(self) -> tuple[Corrections, list[Operation]] | None:
+        """A finished run's tables and corrections (minus what live events changed since
+        it began); ``None`` while none is ready. Re-raises the run's error."""
+        run = self.run
+        if run is None or not run.done.is_set():
+            return None
+        self.run = None
+        if run.error is not None:
+            raise run.error
+        if run.discard:
+            self.start()
+            return None
+        found = run.corrections
+        ops = reconcile.untouched(found.operations, self._touched_uuids, self._touched_keys)
+        self._touched_uuids, self._touched_keys = set(), set()
+        return found, ops
 
 
 def dump_channels(

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from event_service.events import Owner, RegistrationEvent
+from event_service.ingest.events import Owner, RegistrationEvent
 
 MODES = ("false", "contact", "true")
 

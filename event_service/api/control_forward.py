@@ -1,6 +1,6 @@
 """Call control for a node another event-service replica holds: forwarded to that replica.
 
-Replicas share the FreeSWITCH nodes (:mod:`event_service.placement`) and a command can only
+Replicas share the FreeSWITCH nodes (:mod:`event_service.ingest.placement`) and a command can only
 go over the event socket of the replica holding the node's lease. When the node is not
 connected here, :meth:`Forwarder.route` reads the lease's holder and the address that
 replica advertises (``events.grpc.advertise``, kept beside its membership) and raises

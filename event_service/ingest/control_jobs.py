@@ -16,7 +16,7 @@ import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from event_service.control_commands import Command
+from event_service.api.control_commands import Command
 
 NOT_SENT = "NODE_NOT_CONNECTED"
 LOST = "JOB_RESULT_LOST"

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from event_service.events import ChannelEvent, Headers
+from event_service.ingest.events import ChannelEvent, Headers
 
 
 def _encode(value: Any) -> str:

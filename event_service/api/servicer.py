@@ -1,8 +1,8 @@
 """The event service's gRPC API (``cti.v1.EventService``): read-only Get/List of the
 registration and call hashes, and Watch (snapshot + ordered changes).
 
-Thin servicer: requests are validated and converted by :mod:`event_service.state_views`,
-Redis is read by :mod:`event_service.state_reader` and :mod:`event_service.watch`. Auth,
+Thin servicer: requests are validated and converted by :mod:`event_service.api.messages`,
+Redis is read by :mod:`event_service.api.store` and :mod:`event_service.api.change_log`. Auth,
 health, reflection, TLS and error mapping come from :mod:`cti.grpc_server`.
 
 Each Watch holds one server thread (the server is the sync ``grpc.server``), so the pool
@@ -17,26 +17,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import grpc
 import redis
 
-from cti import redis_client
 from cti.api_errors import ApiError, invalid_argument
-from cti.config import Settings, TokenScope
+from cti.config import TokenScope
 from cti.grpc_server import (
     TokenTable,
-    build_server,
     caller_scope,
     check_domain,
-    redis_unavailable,
 )
 from cti.v1 import events_pb2, events_pb2_grpc
-from event_service import control, metrics
-from event_service.state_reader import StateReader
-from event_service.state_views import (
+from event_service import metrics
+from event_service.api import errors
+from event_service.api.change_log import ALL_KINDS, Change, ChangeLog, LogGap, parse_revision
+from event_service.api.messages import (
     Kind,
     StateFilter,
     decode_page_token,
@@ -47,16 +45,8 @@ from event_service.state_views import (
     registration_message,
     split_key,
 )
-from event_service.watch import (
-    ALL_KINDS,
-    Change,
-    ChangeLog,
-    LogGap,
-    UpsertCache,
-    WatchView,
-    batches,
-    parse_revision,
-)
+from event_service.api.store import StateReader
+from event_service.api.watch import UpsertCache, WatchView, batches
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +70,6 @@ _WATCH_KINDS: dict[int, Kind] = {
     events_pb2.WATCH_KIND_REGISTRATIONS: "registration",
     events_pb2.WATCH_KIND_EXTENSION_CALLS: "call",
 }
-
-
-def _unavailable(exc: redis.RedisError) -> ApiError:
-    """Any Redis error of a read (cluster errors included) is counted and answered as
-    Redis being unavailable."""
-    metrics.REDIS_ERRORS.labels("api").inc()
-    return redis_unavailable(exc, "EventService")
-
-
-def _not_found(kind: Kind, key: str) -> ApiError:
-    what = "REGISTRATION" if kind == "registration" else "EXTENSION_CALLS"
-    return ApiError(
-        grpc.StatusCode.NOT_FOUND,
-        f"{what}_NOT_FOUND",
-        f"no {'registration' if kind == 'registration' else 'call record'} for {key!r}",
-        metadata={"key": key},
-    )
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
@@ -180,9 +153,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         try:
             value = self._reader.get(self._hashes[kind], key)
         except redis.RedisError as exc:
-            raise _unavailable(exc) from None
+            raise errors.unavailable(exc) from None
         if value is None:
-            raise _not_found(kind, key)
+            raise errors.not_found(kind, key)
         return value
 
     def _page(
@@ -199,7 +172,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                 self._hashes[kind], after, size, state_filter.key_may_match, convert
             )
         except redis.RedisError as exc:
-            raise _unavailable(exc) from None
+            raise errors.unavailable(exc) from None
         return items, encode_page_token(last, state_filter) if more else ""
 
     # -- Watch ---------------------------------------------------------------------------
@@ -226,7 +199,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             responses = self._watch(view, position, context)
             yield from responses if not scope.domains else _scoped(responses, scope)
         except redis.RedisError as exc:
-            raise _unavailable(exc) from None
+            raise errors.unavailable(exc) from None
         except LogGap as gap:
             metrics.WATCH_GAPS.inc()
             raise ApiError(
@@ -313,50 +286,3 @@ def _resume_position(token: str) -> str | None:
     except ValueError as exc:
         raise invalid_argument("resume_token", str(exc)) from None
     return token
-
-
-def create_grpc_server(
-    settings: Settings,
-    client: redis.Redis | None = None,
-    links: Mapping[str, control.NodeLink] | None = None,
-    replica: str = "",
-) -> grpc.Server:
-    """The event service's gRPC server, bound to ``settings.events.grpc.listen``, not started.
-
-    It also serves ``cti.v1.CallControlService`` (:mod:`event_service.control`) over the
-    node workers in ``links`` (node address -> worker; none = every node UNAVAILABLE),
-    forwarding calls for other nodes to the replica that holds them (this one is
-    ``replica``, the id its node leases carry).
-
-    ``server.stop(grace)`` (or :func:`cti.lifecycle.serving`) first ends the
-    Watch streams with UNAVAILABLE, so clients resume elsewhere, then drains unary calls.
-    """
-    redis_conn = client if client is not None else redis_client.connect(settings.redis_url)
-    servicer = EventServicer(
-        redis_conn,
-        {"registration": settings.events.registration.hash, "call": settings.events.call.hash},
-        TokenTable(settings.events.grpc.tokens, settings.events.grpc.scopes),
-    )
-
-    def register(server: grpc.Server) -> None:
-        events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
-        control.register(server, redis_conn, settings.events, links or {}, replica)
-
-    server = build_server(
-        settings.events.grpc,
-        [SERVICE_NAME, control.SERVICE_NAME],
-        register,
-        error_domain=ERROR_DOMAIN,
-        max_workers=MAX_WORKERS,
-        options=KEEPALIVE_OPTIONS,
-    )
-    stop = server.stop
-
-    def stop_with_watches(grace: float | None) -> threading.Event:
-        servicer.stop_watches()
-        return stop(grace)  # type: ignore[no-any-return]
-
-    # Why patch the instance: grpc.Server has no shutdown hook, and endless streams would
-    # otherwise hold the whole grace period and then end CANCELLED instead of UNAVAILABLE.
-    server.stop = stop_with_watches
-    return server

@@ -1,5 +1,5 @@
 """Reads of the state hashes for Get and List (Redis I/O only; conversion lives in
-:mod:`event_service.state_views`).
+:mod:`event_service.api.messages`).
 
 Pages are cut from the sorted key set, so a page token is simply the last key served:
 no duplicates and no skipped entries across pages even while the hash changes (an entry

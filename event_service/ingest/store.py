@@ -1,7 +1,7 @@
 """Redis I/O of the event state: load what a batch touches, write its changes atomically.
 
 One :meth:`StateStore.apply` = WATCH the keys it reads (+ the node's lease), read the
-fields the batch needs, fold the batch (:mod:`event_service.state`, pure), then one
+fields the batch needs, fold the batch (:mod:`event_service.ingest.state`, pure), then one
 MULTI/EXEC with every HSET/HDEL, PUBLISH, LPUSH+LTRIM and XADD. Another replica or node
 writing the same keys in between makes EXEC fail and the batch is re-read and re-folded;
 a lease another replica holds raises :class:`LeaseLost` and writes nothing.
@@ -28,9 +28,10 @@ from cti import redis_keys
 from cti.config import EventSettings, PublishTarget
 from cti.redis_client import publish_in_transaction
 from cti.transactions import watch_transaction
-from event_service import calls, metrics, registrations
-from event_service.lease import Lease
-from event_service.state import (
+from event_service import metrics
+from event_service.ingest import calls, registrations
+from event_service.ingest.lease import Lease
+from event_service.ingest.state import (
     CallUpdate,
     ChannelRef,
     IndexWrite,
@@ -253,6 +254,18 @@ class StateStore:
             )
             self._entry_bytes += (len(logged) + len(change.field) + 48 - self._entry_bytes) / 64
             position += 1
+        self._queue_hash_writes(pipe, view, finals, written)
+        return pushes, written
+
+    def _queue_hash_writes(
+        self,
+        pipe: redis.client.Pipeline,
+        view: StateView,
+        finals: dict[str, dict[str, str | None]],
+        written: dict[str, str],
+    ) -> None:
+        """One HSET/HDEL per key with its fields' last values; each changed ``calls``
+        record encoded once (into ``written`` too)."""
         for field in written:
             record = view.records.get(field)
             if record is not None:
@@ -265,7 +278,6 @@ class StateStore:
                 pipe.hset(key, mapping=sets)
             if deletes:
                 pipe.hdel(key, *deletes)
-        return pushes, written
 
     def _count_dropped(self, pushes: list[tuple[int, str, int]], results: list[object]) -> None:
         for index, name, limit in pushes:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Set
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from event_service import registrations
-from event_service.events import ChannelEvent, Owner
-from event_service.state import (
+from event_service.ingest import registrations
+from event_service.ingest.events import ChannelEvent, Owner
+from event_service.ingest.state import (
     ChannelGone,
     ChannelRef,
     DeviceSync,
@@ -184,3 +185,19 @@ def untouched(operations: Iterable[Operation], uuids: Set[str], keys: Set[str]) 
             continue
         kept.append(op)
     return kept
+
+
+def correction_counts(ops: Sequence[Operation]) -> Counter[tuple[str, str]]:
+    """Pure: (kind, op) -> how many of a reconcile's corrections (for its metric)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for op in ops:
+        if isinstance(op, DeviceSync):
+            counts["registration", "delete"] += len(op.remove)
+            counts["registration", "set"] += len(op.add)
+        elif isinstance(op, ChannelGone):
+            counts["call", "delete"] += 1
+        elif isinstance(op, ChannelEvent):
+            counts["call", "set"] += 1
+        elif isinstance(op, StaleRegistration | StaleCall):
+            counts["stale", "delete"] += 1
+    return counts

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
-from event_service.control_commands import ORIGINATE_MARK
+from event_service.api.control_commands import ORIGINATE_MARK
 
 Headers = Mapping[str, str]
 
@@ -31,7 +31,7 @@ SUBSCRIPTION = " ".join(
     (
         *CHANNEL_EVENTS,
         *UPDATE_EVENTS,
-        "BACKGROUND_JOB",  # results of call-control commands (event_service.control)
+        "BACKGROUND_JOB",  # results of call-control commands (event_service.api.control)
         "HEARTBEAT",
         "CUSTOM",
         *REGISTRATION_SUBCLASSES,

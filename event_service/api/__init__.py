@@ -1,0 +1,1 @@
+"""The event service's gRPC API: the read/watch servicer and call control."""
