@@ -19,7 +19,7 @@ import logging
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Protocol, TypeVar
 
 import grpc
 import redis
@@ -51,17 +51,32 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "cti.v1.CallControlService"
 
 
-ScopedMethod = Callable[["CallControlServicer", Any, Any, TokenScope, dict[str, str]], Any]
-RpcMethod = Callable[["CallControlServicer", Any, Any], Any]
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+ScopedMethod = Callable[
+    ["CallControlServicer", Request, grpc.ServicerContext, TokenScope, dict[str, str]], Response
+]
+RpcMethod = Callable[["CallControlServicer", Request, grpc.ServicerContext], Response]
+OriginatingRequest = call_control_pb2.OriginateRequest | call_control_pb2.EavesdropRequest
+"""The requests that start a call (and may carry a ``request_id``)."""
 
 
-def _audited(method: ScopedMethod) -> RpcMethod:
+class ChannelRequest(Protocol):
+    """A request that acts on one channel (``channels/{uuid}``)."""
+
+    @property
+    def channel(self) -> str: ...
+
+
+def _audited(method: ScopedMethod[Request, Response]) -> RpcMethod[Request, Response]:
     """Log and count every call with its outcome (the method records its subject)."""
     method = forwarding(method)  # another replica's node: the call is re-issued there
     name = method.__name__
 
     @functools.wraps(method)
-    def audited(self: CallControlServicer, request: Any, context: Any) -> Any:
+    def audited(
+        self: CallControlServicer, request: Request, context: grpc.ServicerContext
+    ) -> Response:
         scope = caller_scope(context, self.tokens)
         started = time.monotonic()
         audit: dict[str, str] = {}
@@ -110,8 +125,12 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def Originate(
-        self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
-    ) -> Any:
+        self,
+        request: call_control_pb2.OriginateRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.OriginateResponse:
         domain, user = parse_extension_name(request.extension, "extension")
         audit["extension"] = f"{user}@{domain}"
         check_domain(scope, domain)
@@ -146,8 +165,12 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def Eavesdrop(
-        self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
-    ) -> Any:
+        self,
+        request: call_control_pb2.EavesdropRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.OriginateResponse:
         target = parse_channel_name(request.channel, "channel")
         domain, user = parse_extension_name(request.supervisor, "supervisor")
         audit.update(channel=target, extension=f"{user}@{domain}")
@@ -181,13 +204,25 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         return self._originate("Eavesdrop", request, node, build, context, audit, scope.name)
 
     @_audited
-    def Hangup(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
+    def Hangup(
+        self,
+        request: call_control_pb2.HangupRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         cause = checked("cause", cc.cause, request.cause) if request.cause else ""
         return self.router.command(channel, cc.hangup(channel.subject, cause), context)
 
     @_audited
-    def Transfer(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
+    def Transfer(
+        self,
+        request: call_control_pb2.TransferRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         to = checked("destination", cc.destination, request.destination)
         legs: dict[int, cc.TransferLeg] = {
@@ -204,19 +239,35 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         return self.router.command(channel, command, context)
 
     @_audited
-    def Hold(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
+    def Hold(
+        self,
+        request: call_control_pb2.HoldRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         return self.router.command(channel, cc.hold(channel.subject), context)
 
     @_audited
-    def Unhold(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
+    def Unhold(
+        self,
+        request: call_control_pb2.UnholdRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         return self.router.command(channel, cc.unhold(channel.subject), context)
 
     @_audited
     def StartRecording(
-        self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
-    ) -> Any:
+        self,
+        request: call_control_pb2.StartRecordingRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         path = self._recording_path(request.path, channel, scope)
         if not 0 <= request.max_seconds <= 86400:
@@ -227,21 +278,33 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def StopRecording(
-        self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]
-    ) -> Any:
+        self,
+        request: call_control_pb2.StopRecordingRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         path = self._recording_path(request.path, channel, scope) if request.path else ""
         return self.router.command(channel, cc.stop_recording(channel.subject, path), context)
 
     @_audited
-    def SendDtmf(self, request: Any, context: Any, scope: TokenScope, audit: dict[str, str]) -> Any:
+    def SendDtmf(
+        self,
+        request: call_control_pb2.SendDtmfRequest,
+        context: grpc.ServicerContext,
+        scope: TokenScope,
+        audit: dict[str, str],
+    ) -> call_control_pb2.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         dtmf = checked("digits", cc.digits, request.digits)
         return self.router.command(channel, cc.send_dtmf(channel.subject, dtmf), context)
 
     # -- routing --------------------------------------------------------------------------
 
-    def _channel_of(self, request: Any, scope: TokenScope, audit: dict[str, str]) -> Target:
+    def _channel_of(
+        self, request: ChannelRequest, scope: TokenScope, audit: dict[str, str]
+    ) -> Target:
         uuid = parse_channel_name(request.channel, "channel")
         audit["channel"] = uuid
         ref = self.router.channel(uuid, scope)
@@ -288,13 +351,13 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
     def _originate(
         self,
         method: str,
-        request: Any,
+        request: OriginatingRequest,
         node: str,
         build: Callable[[str], cc.Command],
-        context: Any,
+        context: grpc.ServicerContext,
         audit: dict[str, str],
         caller: str,
-    ) -> Any:
+    ) -> call_control_pb2.OriginateResponse:
         """Send an originate with an up-front uuid; answer once FreeSWITCH accepted the job
         (the call's outcome shows in Watch). ``request_id`` makes it idempotent."""
         new_uuid = str(uuid_module.uuid4())
@@ -325,7 +388,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             channel=CHANNEL_PREFIX + new_uuid, uuid=new_uuid, node=node, job_uuid=job.job_uuid
         )
 
-    def _reservation(self, method: str, request: Any, caller: str) -> Reservation:
+    def _reservation(self, method: str, request: OriginatingRequest, caller: str) -> Reservation:
         request_id = checked("request_id", cc.request_id, request.request_id)
         return Reservation(
             self.client,
@@ -334,7 +397,7 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         )
 
 
-def _replayed(earlier: dict[str, str]) -> Any:
+def _replayed(earlier: dict[str, str]) -> call_control_pb2.OriginateResponse:
     """The answer an earlier Originate with the same ``request_id`` got."""
     return call_control_pb2.OriginateResponse(
         channel=CHANNEL_PREFIX + earlier["uuid"],

@@ -122,7 +122,9 @@ class NodeRouter:
             )
         return deadline - time.monotonic()
 
-    def command(self, target: Target, command: cc.Command, context: Any) -> Any:
+    def command(
+        self, target: Target, command: cc.Command, context: Any
+    ) -> call_control_pb2.CallControlResponse:
         """Send ``command`` and wait for its result (the BACKGROUND_JOB)."""
         job = Job(command)
         answered = self.stop_waiting_if_client_leaves(context, target.node, job)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Protocol, TypeVar
 
 import grpc
 import redis
@@ -65,6 +65,18 @@ KEEPALIVE_OPTIONS = (
     # Let clients ping an idle Watch every 10 s or more without being disconnected.
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 )
+
+Item = TypeVar("Item")
+
+
+class PageRequest(Protocol):
+    """What a List request says about its page (both List requests have it)."""
+
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def page_token(self) -> str: ...
+
 
 _WATCH_KINDS: dict[int, Kind] = {
     events_pb2.WATCH_KIND_REGISTRATIONS: "registration",
@@ -161,10 +173,10 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def _page(
         self,
         kind: Kind,
-        request: Any,
+        request: PageRequest,
         state_filter: StateFilter,
-        convert: Callable[[str, bytes], Any],
-    ) -> tuple[list[Any], str]:
+        convert: Callable[[str, bytes], Item | None],
+    ) -> tuple[list[Item], str]:
         size = page_size(request.page_size)
         after = decode_page_token(request.page_token, state_filter)
         try:
@@ -269,7 +281,7 @@ def _block_ms(context: grpc.ServicerContext) -> int:
     return max(1, min(WATCH_BLOCK_MS, int(remaining * 1000)))
 
 
-def _watch_kinds(kinds: Any) -> tuple[Kind, ...]:
+def _watch_kinds(kinds: Iterable[int]) -> tuple[Kind, ...]:
     chosen: list[Kind] = []
     for index, value in enumerate(kinds):
         if value not in _WATCH_KINDS:
