@@ -176,28 +176,30 @@ def untouched(operations: Iterable[Operation], uuids: Set[str], keys: Set[str]) 
     """Reconcile's corrections minus those about a channel (uuid) or a registration
     (field) a live event changed since the reconcile began: FreeSWITCH's tables were read
     before that event, so the event is the newer truth."""
-    kept: list[Operation] = []
-    for op in operations:
-        if isinstance(op, DeviceSync | StaleRegistration):
-            if op.field in keys:
-                continue
-        elif isinstance(op, ChannelGone | StaleCall | ChannelEvent) and op.uuid in uuids:
-            continue
-        kept.append(op)
-    return kept
+    return [op for op in operations if not _overtaken(op, uuids, keys)]
+
+
+def _overtaken(op: Operation, uuids: Set[str], keys: Set[str]) -> bool:
+    match op:
+        case DeviceSync(field=name) | StaleRegistration(field=name):
+            return name in keys
+        case ChannelGone(uuid=uuid) | StaleCall(uuid=uuid) | ChannelEvent(uuid=uuid):
+            return uuid in uuids
+    return False
 
 
 def correction_counts(ops: Sequence[Operation]) -> Counter[tuple[str, str]]:
     """Pure: (kind, op) -> how many of a reconcile's corrections (for its metric)."""
     counts: Counter[tuple[str, str]] = Counter()
     for op in ops:
-        if isinstance(op, DeviceSync):
-            counts["registration", "delete"] += len(op.remove)
-            counts["registration", "set"] += len(op.add)
-        elif isinstance(op, ChannelGone):
-            counts["call", "delete"] += 1
-        elif isinstance(op, ChannelEvent):
-            counts["call", "set"] += 1
-        elif isinstance(op, StaleRegistration | StaleCall):
-            counts["stale", "delete"] += 1
+        match op:
+            case DeviceSync(remove=remove, add=add):
+                counts["registration", "delete"] += len(remove)
+                counts["registration", "set"] += len(add)
+            case ChannelGone():
+                counts["call", "delete"] += 1
+            case ChannelEvent():
+                counts["call", "set"] += 1
+            case StaleRegistration() | StaleCall():
+                counts["stale", "delete"] += 1
     return counts

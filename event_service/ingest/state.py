@@ -15,10 +15,10 @@ import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 
 from event_service.ingest import calls, registrations
-from event_service.ingest.events import ChannelEvent, RegistrationEvent
+from event_service.ingest.events import ChannelEvent, Owner, RegistrationEvent
 
 Kind = Literal["registration", "call"]
 
@@ -151,12 +151,13 @@ def needs(operations: Iterable[Operation], rules: Rules) -> Needs:
     the channel refs, see :func:`call_fields`)."""
     devices, channels = set(), set()
     for op in operations:
-        if isinstance(op, RegistrationEvent):
-            devices.add(op.owner.key(rules.key_with_domain))
-        elif isinstance(op, DeviceSync | StaleRegistration):
-            devices.add(op.field)
-        elif isinstance(op, ChannelEvent | ChannelGone | StaleCall):
-            channels.add(op.uuid)
+        match op:
+            case RegistrationEvent(owner=owner):
+                devices.add(owner.key(rules.key_with_domain))
+            case DeviceSync(field=name) | StaleRegistration(field=name):
+                devices.add(name)
+            case ChannelEvent(uuid=uuid) | ChannelGone(uuid=uuid) | StaleCall(uuid=uuid):
+                channels.add(uuid)
     return Needs(frozenset(devices), frozenset(channels))
 
 
@@ -165,14 +166,15 @@ def call_fields(
 ) -> set[str]:
     keys = set()
     for op in operations:
-        if isinstance(op, StaleCall):
-            keys.add(op.key)
-        elif isinstance(op, ChannelEvent | ChannelGone):
-            ref = refs.get(op.uuid)
-            if ref is not None:
+        match op:
+            case StaleCall(key=key):
+                keys.add(key)
+            case ChannelEvent(uuid=uuid) | ChannelGone(uuid=uuid) if (
+                ref := refs.get(uuid)
+            ) is not None:
                 keys.add(ref.key)
-            elif isinstance(op, ChannelEvent) and op.owner is not None:
-                keys.add(op.owner.key(rules.key_with_domain))
+            case ChannelEvent(owner=Owner() as owner):  # a new channel: its owner's field
+                keys.add(owner.key(rules.key_with_domain))
     return keys
 
 
@@ -188,18 +190,22 @@ class StateView:
     """``calls`` fields whose stored value a delta cannot follow: logged whole once."""
 
     def apply(self, op: Operation) -> None:
-        if isinstance(op, RegistrationEvent):
-            self._registration(op)
-        elif isinstance(op, DeviceSync):
-            self._device_sync(op)
-        elif isinstance(op, ChannelEvent):
-            self._channel(op)
-        elif isinstance(op, ChannelGone):
-            self._gone(op)
-        elif isinstance(op, StaleRegistration):
-            self._stale_registration(op)
-        else:
-            self._stale_call(op)
+        """The one dispatch from an operation to its transition."""
+        match op:
+            case RegistrationEvent():
+                self._registration(op)
+            case DeviceSync():
+                self._device_sync(op)
+            case ChannelEvent():
+                self._channel(op)
+            case ChannelGone():
+                self._gone(op)
+            case StaleRegistration():
+                self._stale_registration(op)
+            case StaleCall():
+                self._stale_call(op)
+            case _:
+                assert_never(op)
 
     # -- registrations ------------------------------------------------------------------
 
