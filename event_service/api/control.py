@@ -19,7 +19,7 @@ import logging
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 import grpc
 import redis
@@ -28,7 +28,8 @@ from cti import redis_keys
 from cti.api_errors import ApiError, invalid_argument
 from cti.config import EventSettings, TokenScope
 from cti.grpc_server import TokenTable, caller_scope, check_domain
-from cti.v1 import call_control_pb2, call_control_pb2_grpc
+from cti.v1 import call_control_pb2 as pb
+from cti.v1 import call_control_pb2_grpc
 from event_service import metrics
 from event_service.api import control_commands as cc
 from event_service.api.control_forward import Forwarder, forwarding
@@ -53,11 +54,12 @@ SERVICE_NAME = "cti.v1.CallControlService"
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-ScopedMethod = Callable[
-    ["CallControlServicer", Request, grpc.ServicerContext, TokenScope, dict[str, str]], Response
-]
-RpcMethod = Callable[["CallControlServicer", Request, grpc.ServicerContext], Response]
-OriginatingRequest = call_control_pb2.OriginateRequest | call_control_pb2.EavesdropRequest
+Context: TypeAlias = grpc.ServicerContext
+Audit = dict[str, str]
+"""What the call's log line says about its subject (filled in by the method)."""
+ScopedMethod = Callable[["CallControlServicer", Request, Context, TokenScope, Audit], Response]
+RpcMethod = Callable[["CallControlServicer", Request, Context], Response]
+OriginatingRequest = pb.OriginateRequest | pb.EavesdropRequest
 """The requests that start a call (and may carry a ``request_id``)."""
 
 
@@ -74,9 +76,7 @@ def _audited(method: ScopedMethod[Request, Response]) -> RpcMethod[Request, Resp
     name = method.__name__
 
     @functools.wraps(method)
-    def audited(
-        self: CallControlServicer, request: Request, context: grpc.ServicerContext
-    ) -> Response:
+    def audited(self: CallControlServicer, request: Request, context: Context) -> Response:
         scope = caller_scope(context, self.tokens)
         started = time.monotonic()
         audit: dict[str, str] = {}
@@ -125,12 +125,8 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def Originate(
-        self,
-        request: call_control_pb2.OriginateRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.OriginateResponse:
+        self, request: pb.OriginateRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.OriginateResponse:
         domain, user = parse_extension_name(request.extension, "extension")
         audit["extension"] = f"{user}@{domain}"
         check_domain(scope, domain)
@@ -165,12 +161,8 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def Eavesdrop(
-        self,
-        request: call_control_pb2.EavesdropRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.OriginateResponse:
+        self, request: pb.EavesdropRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.OriginateResponse:
         target = parse_channel_name(request.channel, "channel")
         domain, user = parse_extension_name(request.supervisor, "supervisor")
         audit.update(channel=target, extension=f"{user}@{domain}")
@@ -186,10 +178,10 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
                 metadata={"supervisor_node": node, "channel_node": ref.node},
             )
         modes: dict[int, cc.EavesdropMode] = {
-            call_control_pb2.EavesdropRequest.MODE_UNSPECIFIED: "listen",
-            call_control_pb2.EavesdropRequest.MODE_LISTEN: "listen",
-            call_control_pb2.EavesdropRequest.MODE_WHISPER: "whisper",
-            call_control_pb2.EavesdropRequest.MODE_BARGE: "barge",
+            pb.EavesdropRequest.MODE_UNSPECIFIED: "listen",
+            pb.EavesdropRequest.MODE_LISTEN: "listen",
+            pb.EavesdropRequest.MODE_WHISPER: "whisper",
+            pb.EavesdropRequest.MODE_BARGE: "barge",
         }
         if request.mode not in modes:
             raise invalid_argument("mode", f"unknown mode {request.mode}")
@@ -205,30 +197,22 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def Hangup(
-        self,
-        request: call_control_pb2.HangupRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.HangupRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         cause = checked("cause", cc.cause, request.cause) if request.cause else ""
         return self.router.command(channel, cc.hangup(channel.subject, cause), context)
 
     @_audited
     def Transfer(
-        self,
-        request: call_control_pb2.TransferRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.TransferRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         to = checked("destination", cc.destination, request.destination)
         legs: dict[int, cc.TransferLeg] = {
-            call_control_pb2.TransferRequest.LEG_UNSPECIFIED: "",
-            call_control_pb2.TransferRequest.LEG_BRIDGED: "bleg",
-            call_control_pb2.TransferRequest.LEG_BOTH: "both",
+            pb.TransferRequest.LEG_UNSPECIFIED: "",
+            pb.TransferRequest.LEG_BRIDGED: "bleg",
+            pb.TransferRequest.LEG_BOTH: "both",
         }
         if request.leg not in legs:
             raise invalid_argument("leg", f"unknown leg {request.leg}")
@@ -240,34 +224,22 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def Hold(
-        self,
-        request: call_control_pb2.HoldRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.HoldRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         return self.router.command(channel, cc.hold(channel.subject), context)
 
     @_audited
     def Unhold(
-        self,
-        request: call_control_pb2.UnholdRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.UnholdRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         return self.router.command(channel, cc.unhold(channel.subject), context)
 
     @_audited
     def StartRecording(
-        self,
-        request: call_control_pb2.StartRecordingRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.StartRecordingRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         path = self._recording_path(request.path, channel, scope)
         if not 0 <= request.max_seconds <= 86400:
@@ -278,24 +250,16 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
 
     @_audited
     def StopRecording(
-        self,
-        request: call_control_pb2.StopRecordingRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.StopRecordingRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         path = self._recording_path(request.path, channel, scope) if request.path else ""
         return self.router.command(channel, cc.stop_recording(channel.subject, path), context)
 
     @_audited
     def SendDtmf(
-        self,
-        request: call_control_pb2.SendDtmfRequest,
-        context: grpc.ServicerContext,
-        scope: TokenScope,
-        audit: dict[str, str],
-    ) -> call_control_pb2.CallControlResponse:
+        self, request: pb.SendDtmfRequest, context: Context, scope: TokenScope, audit: Audit
+    ) -> pb.CallControlResponse:
         channel = self._channel_of(request, scope, audit)
         dtmf = checked("digits", cc.digits, request.digits)
         return self.router.command(channel, cc.send_dtmf(channel.subject, dtmf), context)
@@ -354,10 +318,10 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         request: OriginatingRequest,
         node: str,
         build: Callable[[str], cc.Command],
-        context: grpc.ServicerContext,
+        context: Context,
         audit: dict[str, str],
         caller: str,
-    ) -> call_control_pb2.OriginateResponse:
+    ) -> pb.OriginateResponse:
         """Send an originate with an up-front uuid; answer once FreeSWITCH accepted the job
         (the call's outcome shows in Watch). ``request_id`` makes it idempotent."""
         new_uuid = str(uuid_module.uuid4())
@@ -377,14 +341,14 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
             self.router.send(node, job, context)
         except Exception:
             if reservation is not None:
-                _settle_failed(reservation, job)
+                reservation.settle_failed(job)
             raise
         finally:
             answered()
         if reservation is not None:
             reservation.complete(job.job_uuid)
         metrics.CONTROL_JOBS.labels(node, "originate", "accepted").inc()
-        return call_control_pb2.OriginateResponse(
+        return pb.OriginateResponse(
             channel=CHANNEL_PREFIX + new_uuid, uuid=new_uuid, node=node, job_uuid=job.job_uuid
         )
 
@@ -397,32 +361,15 @@ class CallControlServicer(call_control_pb2_grpc.CallControlServiceServicer):
         )
 
 
-def _replayed(earlier: dict[str, str]) -> call_control_pb2.OriginateResponse:
+def _replayed(earlier: dict[str, str]) -> pb.OriginateResponse:
     """The answer an earlier Originate with the same ``request_id`` got."""
-    return call_control_pb2.OriginateResponse(
+    return pb.OriginateResponse(
         channel=CHANNEL_PREFIX + earlier["uuid"],
         uuid=earlier["uuid"],
         node=earlier["node"],
         job_uuid=earlier.get("job_uuid", ""),
         replayed=True,
     )
-
-
-def _settle_failed(reservation: Reservation, job: Job) -> None:
-    """Never sent, or refused by FreeSWITCH: nothing was dialled, a retry may dial. Sent
-    with no answer (connection lost, deadline): it may ring, so the reservation stays with
-    its job and a retry gets this uuid instead of dialling."""
-    if _may_have_dialled(job):
-        reservation.complete(job.job_uuid)
-    else:
-        reservation.release()
-
-
-def _may_have_dialled(job: Job) -> bool:
-    """The job went out on the socket and FreeSWITCH did not refuse it (a ``-ERR`` reply
-    to ``bgapi`` means no job was started)."""
-    refused = bool(job.reply) and not job.reply.startswith("+OK")
-    return job.sent and not refused
 
 
 def _log_outcome(method: str, node: str, job: Job) -> None:

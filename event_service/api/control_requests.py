@@ -14,6 +14,7 @@ import redis
 
 from cti.api_errors import ApiError, invalid_argument
 from event_service.api import control_commands as cc
+from event_service.ingest.control_jobs import Job
 
 CHANNEL_PREFIX = "channels/"
 REQUEST_ID_TTL = 600
@@ -103,6 +104,15 @@ class Reservation:
         entry["job_uuid"] = job_uuid
         self.client.set(self.key, json.dumps(entry), xx=True, keepttl=True)
 
+    def settle_failed(self, job: Job) -> None:
+        """Never sent, or refused by FreeSWITCH: nothing was dialled, a retry may dial.
+        Sent with no answer (connection lost, deadline): it may ring, so the reservation
+        stays with its job and a retry gets this uuid instead of dialling."""
+        if _may_have_dialled(job):
+            self.complete(job.job_uuid)
+        else:
+            self.release()
+
     def release(self) -> None:
         """Delete the entry if it is still ours (nothing was dialled)."""
         with self.client.pipeline(transaction=True) as pipe:
@@ -114,3 +124,10 @@ class Reservation:
                     pipe.execute()
             except redis.WatchError:
                 pass
+
+
+def _may_have_dialled(job: Job) -> bool:
+    """The job went out on the socket and FreeSWITCH did not refuse it (a ``-ERR`` reply
+    to ``bgapi`` means no job was started)."""
+    refused = bool(job.reply) and not job.reply.startswith("+OK")
+    return job.sent and not refused

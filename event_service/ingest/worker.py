@@ -290,14 +290,15 @@ class NodeWorker(threading.Thread):
             event = classify(headers)
             name = headers.get("Event-Name", "?")
             kinds[headers.get("Event-Subclass", name) if name == "CUSTOM" else name] += 1
-            if isinstance(event, ChannelEvent):
-                ops.append(event)
-                self._reconcile.touched_channel(event.uuid)
-            elif isinstance(event, RegistrationEvent):
-                ops.append(event)
-                self._reconcile.touched_registration(event.owner.key(self.settings.key_with_domain))
-            elif name == "BACKGROUND_JOB":
-                self.jobs.finish(headers.get("Job-UUID", ""), headers.get("_body", ""))
+            match event:
+                case ChannelEvent(uuid=uuid):
+                    ops.append(event)
+                    self._reconcile.touched_channel(uuid)
+                case RegistrationEvent(owner=owner):
+                    ops.append(event)
+                    self._reconcile.touched_registration(owner.key(self.settings.key_with_domain))
+                case _ if name == "BACKGROUND_JOB":
+                    self.jobs.finish(headers.get("Job-UUID", ""), headers.get("_body", ""))
         self._apply(ops)
         applied = time.time()
         self._pending_since = 0.0
