@@ -46,7 +46,7 @@ class Forward(ApiError):
     for the call (``request_id``) is released as for any unsent command."""
 
 
-def forwarded_by(context: Any) -> str:
+def forwarded_by(context: grpc.ServicerContext) -> str:
     """The replica that forwarded this call here; empty for a call from a client."""
     for key, value in (context.invocation_metadata() if context is not None else None) or ():
         if key == FORWARDED_HEADER:
@@ -92,7 +92,7 @@ class Forwarder:
         self._stubs: dict[str, call_control_pb2_grpc.CallControlServiceStub] = {}
         self._lock = threading.Lock()
 
-    def route(self, node: str, context: Any) -> ApiError:
+    def route(self, node: str, context: grpc.ServicerContext) -> ApiError:
         """Raise :class:`Forward` when another replica holds ``node`` (and this call was not
         forwarded already); else return the error saying why the node cannot be reached."""
         by = forwarded_by(context)
@@ -129,7 +129,9 @@ class Forwarder:
             metadata={"node": node, "holder": holder, "holder_address": address},
         )
 
-    def relay(self, method: str, request: Any, context: Any, forward: Forward) -> Any:
+    def relay(
+        self, method: str, request: Any, context: grpc.ServicerContext, forward: Forward
+    ) -> Any:
         """``method`` with ``request`` at the holder: its response, or its error raised."""
         metadata = [
             (key, value)
@@ -202,7 +204,11 @@ def forwarding(method: Method) -> Method:
 
     @functools.wraps(method)
     def forwarding_method(
-        servicer: _Forwarding, request: Any, context: Any, scope: Any, audit: dict[str, str]
+        servicer: _Forwarding,
+        request: Any,
+        context: grpc.ServicerContext,
+        scope: Any,
+        audit: dict[str, str],
     ) -> Any:
         by = forwarded_by(context)
         if by:

@@ -10,8 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+import grpc
 import redis
 
 from cti import redis_keys
@@ -92,7 +93,7 @@ class NodeRouter:
         link = self.links.get(node)
         return link is not None and link.connected.is_set()
 
-    def link(self, node: str, context: Any) -> NodeLink:
+    def link(self, node: str, context: grpc.ServicerContext) -> NodeLink:
         link = self.links.get(node)
         if link is None or not link.connected.is_set():
             raise self.forwarder.route(node, context)  # or Forward: another replica holds it
@@ -104,7 +105,7 @@ class NodeRouter:
 
     # -- sending --------------------------------------------------------------------------
 
-    def send(self, node: str, job: Job, context: Any) -> float:
+    def send(self, node: str, job: Job, context: grpc.ServicerContext) -> float:
         """Queue ``job`` on the node; wait for FreeSWITCH to accept it. The seconds left."""
         link = self.link(node, context)
         deadline = time.monotonic() + _timeout(context)
@@ -123,7 +124,7 @@ class NodeRouter:
         return deadline - time.monotonic()
 
     def command(
-        self, target: Target, command: cc.Command, context: Any
+        self, target: Target, command: cc.Command, context: grpc.ServicerContext
     ) -> call_control_pb2.CallControlResponse:
         """Send ``command`` and wait for its result (the BACKGROUND_JOB)."""
         job = Job(command)
@@ -147,7 +148,7 @@ class NodeRouter:
         )
 
     def stop_waiting_if_client_leaves(
-        self, context: Any, node: str, job: Job
+        self, context: grpc.ServicerContext, node: str, job: Job
     ) -> Callable[[], None]:
         """A client that cancels or disconnects ends the wait at once (the job is
         forgotten: withdrawn if not sent yet) instead of holding a server thread until
@@ -163,6 +164,6 @@ class NodeRouter:
         return answered.set
 
 
-def _timeout(context: Any) -> float:
+def _timeout(context: grpc.ServicerContext) -> float:
     remaining = context.time_remaining() if context is not None else None
     return DEFAULT_TIMEOUT if remaining is None else max(0.0, min(remaining, 3600.0))
