@@ -254,8 +254,11 @@ def eavesdrop(
     auto_answer: bool = False,
 ) -> Command:
     """``originate {vars}user/<supervisor>@<domain> &eavesdrop(<uuid>)``; whisper and barge
-    set mod_dptools' ``eavesdrop_whisper_aleg`` / ``_bleg`` (the target is the a-leg)."""
+    set mod_dptools' ``eavesdrop_whisper_aleg`` / ``_bleg`` (the target is the a-leg).
+    ``eavesdrop_enable_dtmf=false`` pins the mode asked for: the supervisor's keypad cannot
+    turn a listen into a whisper or a barge (mod_dptools' 1/2/3 digits)."""
     values = _leg_variables(new_uuid, DEFAULT_RING_SECONDS, auto_answer, None)
+    values["eavesdrop_enable_dtmf"] = "false"
     if mode in ("whisper", "barge"):
         values["eavesdrop_whisper_aleg"] = "true"
     if mode == "barge":

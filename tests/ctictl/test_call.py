@@ -233,7 +233,8 @@ def test_listen_calls_the_supervisor_into_the_channel(service: EventService) -> 
     supervisor_leg = result.stdout.strip()
     assert commands_since(service, before) == [
         f"originate {{origination_uuid={supervisor_leg},originate_timeout=30,"
-        "cti_originate=true,eavesdrop_whisper_aleg=true,eavesdrop_whisper_bleg=true}"
+        "cti_originate=true,eavesdrop_enable_dtmf=false,"
+        "eavesdrop_whisper_aleg=true,eavesdrop_whisper_bleg=true}"
         f"user/2000@{DOMAIN} &eavesdrop({call_uuid})"
     ]
 

@@ -676,7 +676,8 @@ def test_eavesdrop_calls_the_supervisor_on_the_channels_node(cluster: Cluster) -
     )
     assert cluster.jobs(0) == [
         f"originate {{origination_uuid={response.uuid},originate_timeout=30,"
-        f"cti_originate=true,eavesdrop_whisper_aleg=true}}user/2000@{A} &eavesdrop({CALL})"
+        "cti_originate=true,eavesdrop_enable_dtmf=false,"
+        f"eavesdrop_whisper_aleg=true}}user/2000@{A} &eavesdrop({CALL})"
     ]
 
 

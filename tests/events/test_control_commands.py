@@ -162,6 +162,9 @@ def test_eavesdrop_modes() -> None:
     listen = cc.eavesdrop(UUID, "2000", "example.com", UUID)
     assert listen.argument.endswith(f"}}user/2000@example.com &eavesdrop({UUID})")
     assert "whisper" not in listen.argument
+    for mode in ("listen", "whisper", "barge"):  # the keypad cannot change the mode
+        pinned = cc.eavesdrop(UUID, "2000", "example.com", UUID, mode).argument
+        assert "eavesdrop_enable_dtmf=false" in pinned
     whisper = cc.eavesdrop(UUID, "2000", "example.com", UUID, "whisper").argument
     assert "eavesdrop_whisper_aleg=true" in whisper and "bleg" not in whisper
     barge = cc.eavesdrop(UUID, "2000", "example.com", UUID, "barge").argument
