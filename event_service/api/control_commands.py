@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
+from cti.settings import matches_pattern
+
 MAX_RING_SECONDS = 300
 DEFAULT_RING_SECONDS = 30
 ORIGINATE_MARK = "cti_originate"
@@ -145,10 +147,7 @@ def variable_name(value: str, field: str, allowed: Sequence[str]) -> str:
     _match(_VARIABLE_NAME, value, field, "must be a letter then letters, digits, _ (at most 64)")
     if value.lower().startswith(_RESERVED_PREFIXES):
         raise ArgumentError(field, f"{value!r} is set by the server")
-    if not any(
-        value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
-        for pattern in allowed
-    ):
+    if not matches_pattern(value, tuple(allowed)):
         raise ArgumentError(
             field,
             f"{value!r} may not be set: the server's events.control.variables lists the "
